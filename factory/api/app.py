@@ -1,0 +1,52 @@
+"""create_app(): routers, middleware, exception handlers, start-up work."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from factory import __version__
+from factory.api import errors
+from factory.api.routes import health, jobs
+from factory.config import Settings, get_settings
+from factory.db import migrate
+from factory.db.session import get_sessionmaker
+from factory.outbox import relay
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            migrate.upgrade(settings.database_url)
+        # Anything a crashed API left unsent in the outbox goes out now.
+        with get_sessionmaker(settings.database_url)() as session:
+            relay.relay(session, settings)
+        yield
+
+    app = FastAPI(title="Content Factory", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return JSONResponse(
+                {"error": {"code": "body_too_large", "field": "body",
+                           "message": f"request body is over {settings.max_body_bytes} bytes"}},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,62 @@
+"""The one place where errors become HTTP responses.
+
+Validation messages name the field and never echo the submitted value back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from factory.errors import FactoryError
+
+log = logging.getLogger(__name__)
+
+
+def _body(code: str, message: str, field: str | None = None, details: list[Any] | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message, "field": field}
+    if details:
+        err["details"] = details
+    return {"error": err}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FactoryError)
+    async def _factory_error(_: Request, exc: FactoryError) -> JSONResponse:
+        return JSONResponse(_body(exc.code, exc.message, exc.field), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = []
+        for e in exc.errors()[:20]:
+            if e.get("type") == "json_invalid":
+                details.append({"field": "body", "message": "body is not valid JSON", "type": "json_invalid"})
+                continue
+            # Deliberately drop 'input' and 'ctx': they carry the submitted value.
+            details.append({"field": _loc(tuple(e.get("loc", ()))), "message": str(e.get("msg", "")),
+                            "type": str(e.get("type", ""))})
+        first = details[0] if details else {"field": "body", "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}"
+        return JSONResponse(_body("invalid_input", message, first["field"], details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(_body("http_error", str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(_body("internal_error", "internal error"), status_code=500)

@@ -1,0 +1,48 @@
+"""Thin job routes: parse, call the service, commit, then enqueue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.db.session import get_sessionmaker
+from factory.jobs import service as jobs_service
+from factory.jobs.schemas import JobCreate, JobOut
+from factory.outbox import relay
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=202)
+def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
+    created = jobs_service.create_job(session, settings, tenant, body)
+    session.commit()
+    relay.relay(session, settings, created.outbox_ids)  # after commit; leftovers are re-sent later
+    return jobs_service.describe(session, created.job)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+    return jobs_service.describe(session, jobs_service.get_job(session, tenant, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+    job = jobs_service.cancel_job(session, tenant, job_id)
+    session.commit()
+    return jobs_service.describe(session, job)
+
+
+@router.get("/{job_id}/results")
+def get_results(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
+    job = jobs_service.get_job(session, tenant, job_id)  # 404 before streaming starts
+
+    def lines() -> Iterator[str]:
+        # Its own session: the request's one is closed before the body streams.
+        with get_sessionmaker(settings.database_url)() as stream_session:
+            yield from jobs_service.iter_results(stream_session, job)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,72 @@
+"""A small HTTP client for the factory API, used by the CLI (and handy in scripts)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, body: Any) -> None:
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(f"HTTP {status}: {err.get('message', body)}")
+        self.status = status
+        self.body = body
+
+
+class FactoryClient:
+    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+            raise ApiError(resp.status_code, body)
+        return resp.json()
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/jobs", json=body))  # type: ignore[no-any-return]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}"))  # type: ignore[no-any-return]
+
+    def results(self, job_id: str) -> Iterator[dict[str, Any]]:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/results") as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                self._check(resp)
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def read_audience(path: Path) -> list[dict[str, Any]]:
+    """CSV (header row) or JSONL records."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [dict(row) for row in csv.DictReader(text.splitlines())]
+
+
+def load_job_file(path: Path) -> dict[str, Any]:
+    """A job body in JSON. ``template_file`` and ``audience_file`` (relative to the file) are inlined."""
+    body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if "template_file" in body:
+        body["template"] = (path.parent / body.pop("template_file")).read_text(encoding="utf-8").strip()
+    if "audience_file" in body:
+        body["audience"] = read_audience(path.parent / body.pop("audience_file"))
+    return body

@@ -1,0 +1,134 @@
+"""Jobs, their chunks (the unit of work a task runs) and their items (one text each).
+
+The database is the source of truth: a chunk row says whether work is pending,
+running (under a lease) or finished; the queue only says "there is work".
+Every table that holds user data carries ``tenant_id``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from factory.db.base import DEFAULT_TENANT, Base, utcnow
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings (no native PG enum): adding a state needs no type migration.
+    return Enum(cls, name=name, native_enum=False, length=16,
+                values_callable=lambda e: [m.value for m in e], validate_strings=True)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class ChunkState(enum.StrEnum):
+    PENDING = "pending"      # waiting for a worker (its wake-up is in the outbox or the broker)
+    RUNNING = "running"      # claimed by a worker under a lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"        # gave up (attempts exhausted); its items are in errors
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ChunkState.SUCCEEDED, ChunkState.FAILED, ChunkState.CANCELLED)
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.QUEUED)
+    model: Mapped[str] = mapped_column(String(128))
+    queue: Mapped[str] = mapped_column(String(160))
+    template: Mapped[str] = mapped_column(Text)
+    template_sha256: Mapped[str] = mapped_column(String(64))
+    system_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    variants: Mapped[int] = mapped_column(Integer)
+    item_count: Mapped[int] = mapped_column(Integer)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    chunks: Mapped[list[Chunk]] = relationship(back_populates="job", lazy="raise", order_by="Chunk.seq")
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_chunks_job_id_seq"),
+        Index("ix_chunks_state_lease", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[ChunkState] = mapped_column(_enum(ChunkState, "chunk_state"), default=ChunkState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    storage_key: Mapped[str | None] = mapped_column(String(512), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    job: Mapped[Job] = relationship(back_populates="chunks", lazy="raise")
+
+
+class Item(Base):
+    """One text to generate: a (recipient, variant) pair with its rendered prompt.
+
+    The row is created at submit time and updated in place by the worker, so a
+    redelivered chunk can only overwrite it, never add a second result.
+    """
+
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "key", "variant", name="uq_items_job_id_key_variant"),
+        Index("ix_items_job_id_seq", "job_id", "seq"),
+        Index("ix_items_chunk_id", "chunk_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    chunk_id: Mapped[str] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(256))
+    variant: Mapped[int] = mapped_column(Integer)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_sha256: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    state: Mapped[ItemState] = mapped_column(_enum(ItemState, "item_state"), default=ItemState.PENDING)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,93 @@
+"""The worker-facing rules for running a chunk: claim it, record outcomes, close the job.
+
+Plain functions over a session, so the Celery task stays thin and these rules are
+testable without a broker. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from factory.db.base import utcnow
+from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
+from factory.jobs.repository import JobRepository
+
+
+@dataclass(frozen=True)
+class ClaimedChunk:
+    chunk: Chunk
+    job: Job
+    items: list[Item]
+
+
+def claim(session: Session, chunk_id: str, owner: str, lease_s: int) -> ClaimedChunk | None:
+    """Lease the chunk to ``owner``; None if it is finished, cancelled or leased elsewhere."""
+    repo = JobRepository(session)
+    chunk = repo.claim_chunk(chunk_id, owner, timedelta(seconds=lease_s))
+    if chunk is None:
+        return None
+    job = session.get(Job, chunk.job_id)
+    assert job is not None
+    repo.mark_job_running(job.id, utcnow())
+    return ClaimedChunk(chunk=chunk, job=job, items=repo.pending_items(chunk_id))
+
+
+def record_success(session: Session, item: Item, text: str, provenance: dict[str, Any]) -> None:
+    JobRepository(session).save_item_outcome(item.id, state=ItemState.SUCCEEDED, text=text, error=None,
+                                             provenance=provenance)
+
+
+def record_failure(session: Session, item: Item, error: str, provenance: dict[str, Any] | None = None) -> None:
+    JobRepository(session).save_item_outcome(item.id, state=ItemState.FAILED, text=None, error=error,
+                                             provenance=provenance)
+
+
+def complete(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> bool:
+    """Close the chunk and, if it was the last one, the job. False if our lease was lost."""
+    repo = JobRepository(session)
+    if not repo.finish_chunk(chunk.id, owner, ChunkState.SUCCEEDED, storage_key=storage_key):
+        return False
+    finalize_job(session, chunk.job_id)
+    return True
+
+
+def release(session: Session, chunk: Chunk, owner: str, error: str) -> None:
+    JobRepository(session).release_chunk(chunk.id, owner, error)
+
+
+def finalize_job(session: Session, job_id: str) -> None:
+    """Set the job's final status once no chunk is pending or running.
+
+    The job row is locked first, so two workers finishing the last two chunks at
+    once serialise here and the second one sees the first one's chunk as done.
+    """
+    repo = JobRepository(session)
+    job = repo.get_for_update(job_id)
+    if job is None or job.finished_at is not None:
+        return
+    if repo.unfinished_chunk_count(job_id) > 0:
+        return
+    if job.status == JobStatus.CANCELLED:
+        repo.set_job_status(job_id, JobStatus.CANCELLED, utcnow())
+        return
+    counts = repo.item_counts(job_id)
+    status = JobStatus.FAILED if counts.get(ItemState.SUCCEEDED, 0) == 0 else JobStatus.SUCCEEDED
+    repo.set_job_status(job_id, status, utcnow())
+
+
+def chunk_items(session: Session, chunk_id: str) -> list[Item]:
+    return JobRepository(session).chunk_items(chunk_id)
+
+
+def fail_chunk(session: Session, chunk: Chunk, owner: str, reason: str) -> None:
+    """Give up on a chunk: its pending items go to errors with the reason, once."""
+    repo = JobRepository(session)
+    if not repo.finish_chunk(chunk.id, owner, ChunkState.FAILED, error=reason):
+        return
+    for item in repo.pending_items(chunk.id):
+        record_failure(session, item, reason)
+    finalize_job(session, chunk.job_id)

@@ -1,0 +1,85 @@
+"""Request and response models for jobs. Strict: unknown fields and lax coercion are refused."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
+
+
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_new_tokens: int = Field(default=96, ge=1, le=1024)
+    # 0 means greedy decoding.
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    @field_validator("temperature", "top_p", "repetition_penalty", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number")
+        if isinstance(v, int):
+            return float(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["personalization"]
+    template: Annotated[str, Field(min_length=1, max_length=100_000)]
+    system_prompt: Annotated[str, Field(max_length=20_000)] | None = None
+    audience: Annotated[list[dict[Annotated[str, Field(max_length=128)], Scalar]], Field(min_length=1)]
+    key_field: Annotated[str, Field(min_length=1, max_length=128)] = "id"
+    variants: int = Field(default=1, ge=1, le=64)
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    params: GenerationParams = Field(default_factory=GenerationParams)
+
+    @field_validator("audience")
+    @classmethod
+    def _finite_values(cls, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, rec in enumerate(records):
+            for v in rec.values():
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"record {i} has a non-finite number")
+                if isinstance(v, str) and "\x00" in v:
+                    raise ValueError(f"record {i} has a NUL character")
+        return records
+
+
+class ItemCounts(BaseModel):
+    total: int
+    pending: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["job"] = "job"
+    kind: str
+    status: str
+    model: str
+    variants: int
+    seed: int
+    params: dict[str, Any]
+    template_sha256: str
+    counts: ItemCounts
+    chunk_count: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    results_url: str

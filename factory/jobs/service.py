@@ -1,0 +1,171 @@
+"""The rules for jobs. Takes a session, never commits: the caller owns the transaction."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from factory.config import Settings
+from factory.db.base import new_id, utcnow
+from factory.db.models import ChunkState, Item, ItemState, Job, JobStatus
+from factory.errors import Conflict, InvalidInput, NotFound
+from factory.jobs.repository import JobRepository
+from factory.jobs.schemas import ItemCounts, JobCreate, JobOut
+from factory.models import registry
+from factory.outbox.repository import OutboxRepository
+from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
+from factory.queue import GENERATE_CHUNK_TASK
+from factory.templates.sandbox import compile_template
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    job: Job
+    outbox_ids: list[str]
+
+
+def _validate_audience(body: JobCreate, settings: Settings, variables: frozenset[str]) -> list[str]:
+    """Check limits, keys and template variables for every record; return the recipient keys."""
+    if len(body.audience) > settings.max_audience:
+        raise InvalidInput(f"audience has more than {settings.max_audience} records", field="audience")
+    if len(body.audience) * body.variants > settings.max_audience * settings.max_variants:
+        raise InvalidInput("audience x variants is over the job size limit", field="variants")
+    if body.variants > settings.max_variants:
+        raise InvalidInput(f"variants must be at most {settings.max_variants}", field="variants")
+    keys: list[str] = []
+    seen: set[str] = set()
+    for i, record in enumerate(body.audience):
+        if len(canonical_json(record)) > settings.max_record_chars:
+            raise InvalidInput(f"audience[{i}] is larger than {settings.max_record_chars} characters",
+                               field=f"audience[{i}]")
+        missing = sorted(variables - record.keys())
+        if missing:
+            raise InvalidInput(f"audience[{i}] lacks template variable(s): {', '.join(missing)}",
+                               field=f"audience[{i}]")
+        raw_key = record.get(body.key_field)
+        if raw_key is None or isinstance(raw_key, bool) or raw_key == "":
+            raise InvalidInput(f"audience[{i}] has no value for key field '{body.key_field}'",
+                               field=f"audience[{i}].{body.key_field}")
+        key = str(raw_key)
+        if len(key) > 256:
+            raise InvalidInput(f"audience[{i}] key is longer than 256 characters", field=f"audience[{i}]")
+        if key in seen:
+            raise InvalidInput(f"audience[{i}] repeats a recipient key used earlier", field=f"audience[{i}]")
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
+def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> CreatedJob:
+    """Validate everything, then write the job, its chunks, items and outbox messages.
+
+    Either all rows are written (in the caller's transaction) or an InvalidInput is
+    raised before anything is; prompts are rendered here so a bad record fails the
+    submit, not a worker at 3 a.m.
+    """
+    model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
+    if len(body.template) > settings.max_template_chars:
+        raise InvalidInput(f"template is longer than {settings.max_template_chars} characters", field="template")
+    template = compile_template(body.template)
+    keys = _validate_audience(body, settings, template.variables)
+    prompts = [template.render(rec, field=f"audience[{i}]") for i, rec in enumerate(body.audience)]
+
+    params = body.params.model_dump()
+    job_seed = params.pop("seed")
+    if job_seed is None:
+        job_seed = secrets.randbelow(2**31)
+    job_id = new_id("job")
+    now = utcnow()
+    total = len(keys) * body.variants
+    chunk_ids = [new_id("chk") for _ in range(-(-total // settings.chunk_size))]
+    job = Job(
+        id=job_id, tenant_id=tenant_id, kind=body.kind, status=JobStatus.QUEUED, model=model,
+        queue=settings.queue_for_model(model), template=body.template, template_sha256=template.sha256,
+        system_prompt=body.system_prompt, params=params, seed=job_seed, variants=body.variants,
+        item_count=total, chunk_count=len(chunk_ids), created_at=now,
+    )
+    repo = JobRepository(session)
+    repo.add_job(job)
+    repo.add_chunks([
+        {"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
+         "attempts": 0, "created_at": now}
+        for seq, cid in enumerate(chunk_ids)
+    ])
+    items: list[dict[str, Any]] = []
+    seq = 0
+    for record, key, prompt in zip(body.audience, keys, prompts, strict=True):
+        prompt_sha = sha256_text(prompt)
+        for variant in range(body.variants):
+            items.append({
+                "id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id,
+                "chunk_id": chunk_ids[seq // settings.chunk_size], "seq": seq, "key": key,
+                "variant": variant, "record": record, "prompt": prompt, "prompt_sha256": prompt_sha,
+                "seed": derive_seed(job_seed, key, variant), "state": ItemState.PENDING,
+            })
+            seq += 1
+    repo.add_items(items)
+    outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue, [[c] for c in chunk_ids])
+    return CreatedJob(job=job, outbox_ids=outbox_ids)
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = JobRepository(session).get(tenant_id, job_id)
+    if job is None:
+        raise NotFound("no such job", field="job_id")
+    return job
+
+
+def describe(session: Session, job: Job) -> JobOut:
+    counts = JobRepository(session).item_counts(job.id)
+    return JobOut(
+        id=job.id, kind=job.kind, status=job.status.value, model=job.model, variants=job.variants,
+        seed=job.seed, params=job.params, template_sha256=job.template_sha256,
+        counts=ItemCounts(
+            total=job.item_count,
+            pending=counts.get(ItemState.PENDING, 0),
+            succeeded=counts.get(ItemState.SUCCEEDED, 0),
+            failed=counts.get(ItemState.FAILED, 0),
+            cancelled=counts.get(ItemState.CANCELLED, 0),
+        ),
+        chunk_count=job.chunk_count, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, results_url=f"/v1/jobs/{job.id}/results",
+    )
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Stop what has not started; chunks already running finish and keep their results."""
+    repo = JobRepository(session)
+    job = get_job(session, tenant_id, job_id)
+    job = repo.get_for_update(job.id) or job
+    if job.status.is_terminal:
+        if job.status == JobStatus.CANCELLED:
+            return job
+        raise Conflict(f"job already {job.status.value}", field="job_id")
+    repo.cancel_pending(job.id)
+    finished = repo.unfinished_chunk_count(job.id) == 0
+    repo.set_job_status(job.id, JobStatus.CANCELLED, utcnow() if finished else None)
+    session.refresh(job)
+    return job
+
+
+def result_line(item: Item, job: Job) -> dict[str, Any]:
+    """One JSONL line: the text (or error) with its recipient key and provenance."""
+    return {
+        "job_id": job.id,
+        "item_id": item.id,
+        "key": item.key,
+        "variant": item.variant,
+        "status": item.state.value,
+        "text": item.text,
+        "error": item.error,
+        "provenance": item.provenance,
+    }
+
+
+def iter_results(session: Session, job: Job) -> Iterator[str]:
+    for item in JobRepository(session).iter_finished_items(job.id):
+        yield canonical_json(result_line(item, job)) + "\n"

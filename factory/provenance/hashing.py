@@ -1,0 +1,23 @@
+"""Stable fingerprints recorded with every generated text."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def derive_seed(job_seed: int, key: str, variant: int) -> int:
+    """An item's seed depends on the job seed and its identity, not on its position,
+    so re-chunking a job or regenerating one item reproduces the same text."""
+    digest = hashlib.sha256(f"{job_seed}:{key}:{variant}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF

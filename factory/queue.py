@@ -1,0 +1,93 @@
+"""Publishing work to the broker by task *name*, so the API needs no worker code.
+
+The queue only says "there is work": every message carries ids, the rows they
+name are already committed, and the worker re-reads the truth from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from factory.config import Settings
+
+log = logging.getLogger(__name__)
+
+GENERATE_CHUNK_TASK = "factory.generate_chunk"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Configuration shared by the producer (API) and the consumer (worker)."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+            "health_check_interval": 15,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "result_accept_content": ["json"],
+        # The database holds results; Celery's result backend is not used.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_default_queue": settings.queue_for_model(settings.model),
+        "task_create_missing_queues": True,
+        "enable_utc": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def model_queue(settings: Settings, model: str) -> Queue:
+    name = settings.queue_for_model(model)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+_producers: dict[str, Celery] = {}
+_producers_lock = threading.Lock()
+
+
+def _producer(settings: Settings) -> Celery:
+    """One producer app (and connection pool) per broker URL, per process."""
+    if not settings.broker_url:
+        raise RuntimeError("no broker URL: start the embedded broker or set FACTORY_BROKER_URL")
+    with _producers_lock:
+        app = _producers.get(settings.broker_url)
+        if app is None:
+            app = Celery("factory-producer", set_as_current=False)
+            app.conf.update(celery_config(settings))
+            _producers[settings.broker_url] = app
+        return app
+
+
+def send(settings: Settings, task_name: str, args: list[Any], queue: str, message_id: str) -> None:
+    """Publish one task. ``message_id`` becomes the Celery task id, which makes duplicates traceable."""
+    _producer(settings).send_task(
+        task_name, args=args, queue=queue, routing_key=queue, task_id=message_id,
+        retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+def ping_broker(settings: Settings) -> bool:
+    try:
+        with _producer(settings).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception as exc:
+        log.warning("broker ping failed: %s", type(exc).__name__)
+        return False

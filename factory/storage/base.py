@@ -1,0 +1,45 @@
+"""The storage protocol and the factory that picks a backend from ``FACTORY_STORAGE_URL``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from factory.config import Settings
+
+
+class ObjectStore(Protocol):
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def delete(self, key: str) -> None: ...
+    def describe(self, key: str) -> str:
+        """A human-readable location (path or s3:// URL) for CLI output."""
+        ...
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    url = settings.storage_url
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        from factory.storage.local import LocalStore
+
+        # file://relative/path and file:///absolute/path both work.
+        return LocalStore(parsed.netloc + parsed.path)
+    if parsed.scheme == "s3":
+        from factory.storage.s3 import S3Store
+
+        return S3Store(
+            bucket=parsed.netloc,
+            prefix=parsed.path.lstrip("/"),
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+            secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+            ),
+        )
+    raise ValueError("FACTORY_STORAGE_URL must start with file:// or s3://")

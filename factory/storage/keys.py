@@ -1,0 +1,26 @@
+"""Every object key the factory writes, built from server-generated ids only."""
+
+from __future__ import annotations
+
+import re
+
+_ID = re.compile(r"^[a-z]{2,8}_[0-9a-f]{28}$")
+_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"refusing to build a storage key from a malformed {what}")
+    return value
+
+
+def result_shard_key(tenant_id: str, job_id: str, chunk_seq: int) -> str:
+    """One JSONL shard per chunk: deterministic, so a redelivered chunk overwrites its own shard."""
+    return (
+        f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
+        f"/results/chunk-{int(chunk_seq):06d}.jsonl"
+    )
+
+
+def job_results_prefix(tenant_id: str, job_id: str) -> str:
+    return f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}/results/"

@@ -1,0 +1,32 @@
+"""The Celery app for workers: JSON only, acks late, prefetch 1, one queue per model.
+
+Configuration is shared with the producer side (``factory.queue.celery_config``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from factory.config import get_settings
+from factory.queue import celery_config, model_queue
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+settings = get_settings()
+app = Celery("factory-worker")
+app.conf.update(celery_config(settings))
+app.conf.update(
+    task_queues=[model_queue(settings, settings.model)],
+    worker_concurrency=settings.worker_concurrency,
+    # Restart a child that grew past 4 GiB of RSS (after its current task).
+    worker_max_memory_per_child=4 * 1024 * 1024,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+)
+
+import workers.signals  # noqa: E402,F401  (connects the model loading hooks)
+import workers.tasks.generate  # noqa: E402,F401  (registers the tasks)

@@ -1,0 +1,54 @@
+"""The generator protocol: load() once, generate(batch) many times, unload().
+
+A generator turns a batch of requests into texts. The worker loads one per process
+and reuses it for every chunk; implementations are plugins (transformers, fake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    seed: int
+    system_prompt: str | None = None
+    max_new_tokens: int = 96
+    temperature: float = 0.7
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+
+    def sampling_key(self) -> tuple[Any, ...]:
+        """Requests with the same key can share one batched call."""
+        return (self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+
+
+@dataclass
+class GeneratorInfo:
+    """What provenance records about the generator that made a text."""
+
+    name: str
+    model: str
+    weights_sha256: str
+    device: str
+    dtype: str
+    libraries: dict[str, str] = field(default_factory=dict)
+
+
+class Generator(Protocol):
+    info: GeneratorInfo
+
+    def load(self) -> None: ...
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
+    def unload(self) -> None: ...

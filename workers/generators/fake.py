@@ -1,0 +1,45 @@
+"""A fast, deterministic stand-in generator for tests of the queue and the data path.
+
+Never the default. A prompt containing ``POISON`` raises, to test isolation of a
+bad item; ``delay_s`` makes a batch take time, to test kills and timeouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo
+
+
+class PoisonedPrompt(RuntimeError):
+    pass
+
+
+class FakeGenerator:
+    def __init__(self, model: str, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.info = GeneratorInfo(name="fake", model=model, weights_sha256="0" * 64, device="cpu",
+                                  dtype="none", libraries={})
+        self.calls = 0
+
+    def load(self) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass
+
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        out = []
+        for req in batch:
+            if "POISON" in req.prompt:
+                raise PoisonedPrompt("generator crashed on this prompt")
+            tag = hashlib.sha256(f"{req.seed}:{req.prompt}".encode()).hexdigest()[:8]
+            text = f"[{tag}] {req.prompt[:60]}"
+            out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),
+                                        completion_tokens=len(text.split()), finish_reason="stop"))
+        return out

@@ -1,0 +1,48 @@
+"""The per-process generator: built once, reused by every task in this process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from factory.config import Settings
+from factory.models import registry
+from workers.generators.base import Generator
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_generators: dict[str, Generator] = {}
+
+
+def build_generator(settings: Settings, model: str) -> Generator:
+    if settings.generator == "fake":
+        from workers.generators.fake import FakeGenerator
+
+        return FakeGenerator(model, delay_s=settings.fake_delay_s)
+    from workers.generators.transformers_gen import TransformersGenerator
+    from workers.model_store import materialize
+
+    spec = registry.resolve(model, settings.model_allowlist)
+    local = materialize(spec, settings.model_cache_dir)
+    return TransformersGenerator(model, local.path, local.weights_sha256,
+                                 device=settings.device, dtype=settings.torch_dtype)
+
+
+def get_generator(settings: Settings, model: str) -> Generator:
+    """The loaded generator for ``model``, loading it on first use in this process."""
+    with _lock:
+        gen = _generators.get(model)
+        if gen is None:
+            gen = build_generator(settings, model)
+            gen.load()
+            _generators[model] = gen
+            log.info("loaded generator %s for %s on %s", gen.info.name, model, gen.info.device)
+        return gen
+
+
+def unload_all() -> None:
+    with _lock:
+        for gen in _generators.values():
+            gen.unload()
+        _generators.clear()
