@@ -83,6 +83,9 @@ class JobRepository:
             return None
         return self.session.get(Chunk, chunk_id, populate_existing=True)
 
+    def chunk_ids(self, job_id: str) -> list[str]:
+        return list(self.session.scalars(select(Chunk.id).where(Chunk.job_id == job_id).order_by(Chunk.seq)))
+
     def get_chunk(self, chunk_id: str) -> Chunk | None:
         return self.session.get(Chunk, chunk_id)
 

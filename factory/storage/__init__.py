@@ -3,6 +3,6 @@
 Keys are built here (``keys.py``) from server-side ids, never taken from callers.
 """
 
-from factory.storage.base import ObjectStore, open_store
+from factory.storage.base import ObjectStore, close_stores, open_store
 
-__all__ = ["ObjectStore", "open_store"]
+__all__ = ["ObjectStore", "close_stores", "open_store"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
@@ -20,8 +21,33 @@ class ObjectStore(Protocol):
         """A human-readable location (path or s3:// URL) for CLI output."""
         ...
 
+    def close(self) -> None: ...
+
+
+_lock = threading.Lock()
+_stores: dict[tuple[str | None, ...], ObjectStore] = {}
+
 
 def open_store(settings: Settings) -> ObjectStore:
+    """The store for these settings, one per process (boto3 clients are thread-safe and pool connections)."""
+    key = (settings.storage_url, settings.s3_endpoint_url, settings.s3_region,
+           settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+           settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None)
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = _build(settings)
+        return store
+
+
+def close_stores() -> None:
+    with _lock:
+        for store in _stores.values():
+            store.close()
+        _stores.clear()
+
+
+def _build(settings: Settings) -> ObjectStore:
     url = settings.storage_url
     parsed = urlparse(url)
     if parsed.scheme == "file":

@@ -56,3 +56,6 @@ class LocalStore:
 
     def describe(self, key: str) -> str:
         return str(self._path(key))
+
+    def close(self) -> None:
+        pass

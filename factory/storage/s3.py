@@ -100,3 +100,6 @@ class S3Store:
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def close(self) -> None:
+        self._client.close()

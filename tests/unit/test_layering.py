@@ -1,0 +1,49 @@
+"""factory/ never imports workers/, torch or transformers; the API runs without them."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FORBIDDEN = ("torch", "transformers", "workers", "accelerate", "gguf")
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "factory").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_factory_module_imports_no_worker_code(path: Path) -> None:
+    assert not (_imports(path) & set(FORBIDDEN))
+
+
+def test_api_serves_requests_with_torch_unavailable(tmp_path: Path) -> None:
+    # Block the model stack at import level: any attempt to import it raises.
+    code = f"""
+import sys
+for name in {FORBIDDEN!r}:
+    sys.modules[name] = None
+from fastapi.testclient import TestClient
+from factory.api.app import create_app
+from factory.config import Settings
+s = Settings(database_url="sqlite:///{tmp_path}/api.db", broker_url="redis://127.0.0.1:1/0",
+             storage_url="file://{tmp_path}/objects")
+with TestClient(create_app(s)) as client:
+    r = client.get("/healthz")
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/jobs", json={{"kind": "nope"}})
+    assert r.status_code == 422, r.text
+print("api-ok", "torch" in sys.modules and sys.modules["torch"] is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("api-ok False")

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from factory.errors import NotFound
+from factory.storage.keys import job_results_prefix, result_shard_key
+from factory.storage.local import LocalStore
+
+
+def test_shard_key_is_deterministic_and_server_built() -> None:
+    key = result_shard_key("default", "job_" + "a" * 28, 7)
+    assert key == f"tenants/default/jobs/job_{'a' * 28}/results/chunk-000007.jsonl"
+    assert key.startswith(job_results_prefix("default", "job_" + "a" * 28))
+
+
+@pytest.mark.parametrize("job_id", ["../etc", "job_../../x", "job_" + "g" * 28, ""])
+def test_shard_key_refuses_malformed_ids(job_id: str) -> None:
+    with pytest.raises(ValueError):
+        result_shard_key("default", job_id, 0)
+
+
+def test_local_store_round_trip_and_listing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+    store.put_bytes("a/b/one.jsonl", b"1\n")
+    store.put_bytes("a/b/one.jsonl", b"2\n")  # overwrite in place
+    store.put_bytes("a/c/two.jsonl", b"x")
+    assert store.get_bytes("a/b/one.jsonl") == b"2\n"
+    assert list(store.list_keys("a/")) == ["a/b/one.jsonl", "a/c/two.jsonl"]
+    assert list(store.list_keys("a/b/")) == ["a/b/one.jsonl"]
+    assert store.exists("a/c/two.jsonl") and not store.exists("a/zzz")
+    with pytest.raises(NotFound):
+        store.get_bytes("a/zzz")
+
+
+def test_local_store_confines_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+    with pytest.raises(ValueError):
+        store.put_bytes("../outside", b"x")
+    assert not (tmp_path / "outside").exists()
