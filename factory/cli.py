@@ -151,7 +151,7 @@ def embedded_redis_cmd(action: Annotated[str, typer.Argument(help="start, stop o
     elif action == "stop":
         console.print("stopped" if embedded_redis.stop(data_dir) else "was not running")
     else:
-        console.print(embedded_redis.running_url(data_dir) and "running" or "not running")
+        console.print((embedded_redis.running_url(data_dir) and "running") or "not running")
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ from factory.config import Settings
 log = logging.getLogger(__name__)
 
 GENERATE_CHUNK_TASK = "factory.generate_chunk"
+FINALIZE_JOB_TASK = "factory.finalize_job"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

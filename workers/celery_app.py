@@ -28,5 +28,5 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
 
-import workers.signals  # noqa: E402,F401  (connects the model loading hooks)
+import workers.signals  # noqa: E402  (connects the model loading hooks)
 import workers.tasks.generate  # noqa: E402,F401  (registers the tasks)

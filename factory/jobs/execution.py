@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from factory.db.base import utcnow
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository
+from factory.outbox.repository import OutboxRepository
+from factory.queue import FINALIZE_JOB_TASK
 
 
 @dataclass(frozen=True)
@@ -46,48 +48,76 @@ def record_failure(session: Session, item: Item, error: str, provenance: dict[st
                                              provenance=provenance)
 
 
-def complete(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> bool:
-    """Close the chunk and, if it was the last one, the job. False if our lease was lost."""
+def complete(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> tuple[bool, list[str]]:
+    """Close the chunk; if it was the last one, ask for the job's finalization.
+
+    Returns (False, []) if our lease was lost, else (True, outbox ids to relay after commit).
+    """
     repo = JobRepository(session)
     if not repo.finish_chunk(chunk.id, owner, ChunkState.SUCCEEDED, storage_key=storage_key):
-        return False
-    finalize_job(session, chunk.job_id)
-    return True
+        return False, []
+    return True, request_finalization(session, chunk.job_id)
 
 
 def release(session: Session, chunk: Chunk, owner: str, error: str) -> None:
     JobRepository(session).release_chunk(chunk.id, owner, error)
 
 
-def finalize_job(session: Session, job_id: str) -> None:
-    """Set the job's final status once no chunk is pending or running.
+def request_finalization(session: Session, job_id: str) -> list[str]:
+    """Once no chunk is pending or running, move the job to finalizing and enqueue its finalize task.
 
     The job row is locked first, so two workers finishing the last two chunks at
-    once serialise here and the second one sees the first one's chunk as done.
+    once serialise here and exactly one of them sees zero chunks left.
     """
     repo = JobRepository(session)
     job = repo.get_for_update(job_id)
-    if job is None or job.finished_at is not None:
-        return
+    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING):
+        return []
     if repo.unfinished_chunk_count(job_id) > 0:
-        return
-    if job.status == JobStatus.CANCELLED:
-        repo.set_job_status(job_id, JobStatus.CANCELLED, utcnow())
-        return
-    counts = repo.item_counts(job_id)
-    status = JobStatus.FAILED if counts.get(ItemState.SUCCEEDED, 0) == 0 else JobStatus.SUCCEEDED
-    repo.set_job_status(job_id, status, utcnow())
+        return []
+    if job.status != JobStatus.CANCELLING:
+        repo.set_job_status(job_id, JobStatus.FINALIZING, None)
+    return OutboxRepository(session).add_many(FINALIZE_JOB_TASK, job.queue, [[job_id]])
+
+
+def job_to_finalize(session: Session, job_id: str) -> Job | None:
+    job = JobRepository(session).get_for_update(job_id)
+    if job is None or job.status not in (JobStatus.FINALIZING, JobStatus.CANCELLING) or job.finished_at:
+        return None
+    if JobRepository(session).unfinished_chunk_count(job_id) > 0:
+        return None
+    return job
+
+
+def finish_job(session: Session, job_id: str, error: str | None = None) -> JobStatus | None:
+    """The job's final status: cancelled if a cancel was asked, failed if nothing succeeded."""
+    repo = JobRepository(session)
+    job = repo.get_for_update(job_id)
+    if job is None or job.finished_at is not None:
+        return None
+    if job.cancel_requested_at is not None:
+        status = JobStatus.CANCELLED
+    elif error is not None or repo.item_counts(job_id).get(ItemState.SUCCEEDED, 0) == 0:
+        status = JobStatus.FAILED
+    else:
+        status = JobStatus.SUCCEEDED
+    repo.set_job_status(job_id, status, utcnow(), error=error)
+    return status
+
+
+def item_counts(session: Session, job_id: str) -> dict[ItemState, int]:
+    return JobRepository(session).item_counts(job_id)
 
 
 def chunk_items(session: Session, chunk_id: str) -> list[Item]:
     return JobRepository(session).chunk_items(chunk_id)
 
 
-def fail_chunk(session: Session, chunk: Chunk, owner: str, reason: str) -> None:
+def fail_chunk(session: Session, chunk: Chunk, owner: str, reason: str) -> list[str]:
     """Give up on a chunk: its pending items go to errors with the reason, once."""
     repo = JobRepository(session)
     if not repo.finish_chunk(chunk.id, owner, ChunkState.FAILED, error=reason):
-        return
+        return []
     for item in repo.pending_items(chunk.id):
         record_failure(session, item, reason)
-    finalize_job(session, chunk.job_id)
+    return request_finalization(session, chunk.job_id)

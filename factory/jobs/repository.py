@@ -139,8 +139,16 @@ class JobRepository:
             )
         ) or 0)
 
-    def set_job_status(self, job_id: str, status: JobStatus, finished_at: datetime | None) -> None:
-        self.session.execute(update(Job).where(Job.id == job_id).values(status=status, finished_at=finished_at))
+    def set_job_status(self, job_id: str, status: JobStatus, finished_at: datetime | None,
+                       error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "finished_at": finished_at}
+        if error is not None:
+            values["error"] = error
+        self.session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def request_cancel(self, job_id: str) -> None:
+        self.session.execute(update(Job).where(Job.id == job_id)
+                             .values(status=JobStatus.CANCELLING, cancel_requested_at=utcnow()))
 
     def cancel_pending(self, job_id: str) -> None:
         now = utcnow()

@@ -13,6 +13,7 @@ from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import ChunkState, Item, ItemState, Job, JobStatus
 from factory.errors import Conflict, InvalidInput, NotFound
+from factory.jobs import execution
 from factory.jobs.repository import JobRepository
 from factory.jobs.schemas import ItemCounts, JobCreate, JobOut
 from factory.models import registry
@@ -136,20 +137,24 @@ def describe(session: Session, job: Job) -> JobOut:
     )
 
 
-def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
-    """Stop what has not started; chunks already running finish and keep their results."""
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[Job, list[str]]:
+    """Stop what has not started; running chunks finish and keep their results.
+
+    Returns the job and the outbox ids to relay after commit (its finalize task,
+    when nothing is left running).
+    """
     repo = JobRepository(session)
     job = get_job(session, tenant_id, job_id)
     job = repo.get_for_update(job.id) or job
-    if job.status.is_terminal:
-        if job.status == JobStatus.CANCELLED:
-            return job
-        raise Conflict(f"job already {job.status.value}", field="job_id")
+    if job.status in (JobStatus.CANCELLING, JobStatus.CANCELLED):
+        return job, []
+    if job.status.is_terminal or job.status == JobStatus.FINALIZING:
+        raise Conflict(f"job is already {job.status.value}", field="job_id")
     repo.cancel_pending(job.id)
-    finished = repo.unfinished_chunk_count(job.id) == 0
-    repo.set_job_status(job.id, JobStatus.CANCELLED, utcnow() if finished else None)
+    repo.request_cancel(job.id)
+    outbox_ids = execution.request_finalization(session, job.id)
     session.refresh(job)
-    return job
+    return job, outbox_ids
 
 
 def result_line(item: Item, job: Job) -> dict[str, Any]:

@@ -17,14 +17,14 @@ class OutboxRepository:
         self.session = session
 
     def add_many(self, task_name: str, queue: str, arg_lists: Sequence[list[Any]]) -> list[str]:
+        ids = [new_id("msg") for _ in arg_lists]
         rows = [
-            {"id": new_id("msg"), "task_name": task_name, "queue": queue, "args": args,
-             "created_at": utcnow()}
-            for args in arg_lists
+            {"id": mid, "task_name": task_name, "queue": queue, "args": args, "created_at": utcnow()}
+            for mid, args in zip(ids, arg_lists, strict=True)
         ]
         if rows:
             self.session.execute(insert(OutboxMessage), rows)
-        return [r["id"] for r in rows]
+        return ids
 
     def get_unsent(self, ids: Sequence[str] | None = None, limit: int = 1000) -> list[OutboxMessage]:
         stmt = select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))

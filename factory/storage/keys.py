@@ -24,3 +24,9 @@ def result_shard_key(tenant_id: str, job_id: str, chunk_seq: int) -> str:
 
 def job_results_prefix(tenant_id: str, job_id: str) -> str:
     return f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}/results/"
+
+
+def job_manifest_key(tenant_id: str, job_id: str) -> str:
+    """A small JSON summary of a finished job (counts, model, parameters)."""
+    return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
+            "/manifest.json")

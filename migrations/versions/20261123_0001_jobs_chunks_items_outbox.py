@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = '0001'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -25,7 +24,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('tenant_id', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('status', sa.Enum('queued', 'running', 'succeeded', 'failed', 'cancelled', name='job_status', native_enum=False, length=16), nullable=False),
+    sa.Column('status', sa.Enum('queued', 'running', 'finalizing', 'succeeded', 'failed', 'cancelling', 'cancelled', name='job_status', native_enum=False, length=16), nullable=False),
     sa.Column('model', sa.String(length=128), nullable=False),
     sa.Column('queue', sa.String(length=160), nullable=False),
     sa.Column('template', sa.Text(), nullable=False),
@@ -36,9 +35,13 @@ def upgrade() -> None:
     sa.Column('variants', sa.Integer(), nullable=False),
     sa.Column('item_count', sa.Integer(), nullable=False),
     sa.Column('chunk_count', sa.Integer(), nullable=False),
+    sa.Column('options', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('cancel_requested_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
@@ -88,6 +91,7 @@ def upgrade() -> None:
     sa.Column('variant', sa.Integer(), nullable=False),
     sa.Column('record', sa.JSON(), nullable=False),
     sa.Column('prompt', sa.Text(), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=True),
     sa.Column('prompt_sha256', sa.String(length=64), nullable=False),
     sa.Column('seed', sa.Integer(), nullable=False),
     sa.Column('state', sa.Enum('pending', 'succeeded', 'failed', 'cancelled', name='item_state', native_enum=False, length=16), nullable=False),

@@ -17,7 +17,7 @@ from factory.db.models import Item, ItemState, Job, JobStatus
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
 from tests.processes import api_server, factory_env, wait_job, worker
-from tests.services import REPO, SeaweedS3
+from tests.services import SeaweedS3
 
 pytestmark = pytest.mark.slow
 

@@ -92,14 +92,16 @@ def test_get_job_and_unknown_job(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def test_cancel_marks_pending_items_cancelled(client: TestClient) -> None:
+def test_cancel_marks_pending_items_cancelled_and_queues_finalization(client: TestClient, settings: Settings) -> None:
     job = client.post("/v1/jobs", json=job_body(3)).json()
     r = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert r.status_code == 200
     out = r.json()
-    assert out["status"] == "cancelled"
+    assert out["status"] == "cancelling"  # the finalize task turns it into "cancelled"
     assert out["counts"]["cancelled"] == 6 and out["counts"]["pending"] == 0
-    assert out["finished_at"] is not None
+    queued = redis.Redis.from_url(settings.broker_url or "").lrange("gen.smollm2-135m-instruct", 0, -1)
+    assert [json.loads(m)["headers"]["task"] for m in queued].count("factory.finalize_job") == 1
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelling"  # idempotent
 
 
 BAD_INPUTS: list[tuple[str, dict[str, Any] | str, str]] = [

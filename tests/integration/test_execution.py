@@ -43,7 +43,7 @@ def test_a_chunk_is_claimed_once_until_its_lease_expires(db_url: str) -> None:
         assert second is not None and second.chunk.attempts == 2
     # w1 comes back after losing its lease: it may not close the chunk.
     with session_scope(db_url) as s:
-        assert execution.complete(s, first.chunk, "w1", None) is False
+        assert execution.complete(s, first.chunk, "w1", None) == (False, [])
 
 
 def test_job_finishes_when_last_chunk_completes(db_url: str) -> None:
@@ -57,11 +57,16 @@ def test_job_finishes_when_last_chunk_completes(db_url: str) -> None:
                     execution.record_failure(s, item, "boom")
                 else:
                     execution.record_success(s, item, f"text {item.key}", {"seed": item.seed})
-            assert execution.complete(s, claimed.chunk, "w", f"shard-{n}")
+            done, outbox = execution.complete(s, claimed.chunk, "w", f"shard-{n}")
+            assert done and len(outbox) == (1 if n == len(chunks) - 1 else 0)
         with session_scope(db_url) as s:
             job = jobs_service.get_job(s, DEFAULT_TENANT, job_id)
-            expected = JobStatus.SUCCEEDED if n == len(chunks) - 1 else JobStatus.RUNNING
+            expected = JobStatus.FINALIZING if n == len(chunks) - 1 else JobStatus.RUNNING
             assert job.status == expected
+    with session_scope(db_url) as s:
+        assert execution.job_to_finalize(s, job_id) is not None
+        assert execution.finish_job(s, job_id) == JobStatus.SUCCEEDED
+        assert execution.finish_job(s, job_id) is None  # only once
     with session_scope(db_url) as s:
         out = jobs_service.describe(s, jobs_service.get_job(s, DEFAULT_TENANT, job_id))
         assert (out.counts.succeeded, out.counts.failed, out.counts.pending) == (2, 1, 0)
@@ -88,9 +93,30 @@ def test_failed_chunk_sends_pending_items_to_errors(db_url: str) -> None:
     with session_scope(db_url) as s:
         claimed = execution.claim(s, chunks[0], "w", 60)
         assert claimed is not None
-        execution.fail_chunk(s, claimed.chunk, "w", "gave up")
+        assert len(execution.fail_chunk(s, claimed.chunk, "w", "gave up")) == 1
     with session_scope(db_url) as s:
         assert s.get(Chunk, chunks[0]).state == ChunkState.FAILED  # type: ignore[union-attr]
+        assert execution.finish_job(s, job_id) == JobStatus.FAILED
+    with session_scope(db_url) as s:
         job = jobs_service.get_job(s, DEFAULT_TENANT, job_id)
         assert job.status == JobStatus.FAILED and job.finished_at is not None
         assert {i.error for i in execution.chunk_items(s, chunks[0])} == {"gave up"}
+
+
+def test_cancel_then_last_running_chunk_finalizes_as_cancelled(db_url: str) -> None:
+    job_id, chunks = _make_job(db_url, n=4, chunk_size=2)
+    with session_scope(db_url) as s:
+        running = execution.claim(s, chunks[0], "w", 60)
+        assert running is not None
+    with session_scope(db_url) as s:
+        job, outbox = jobs_service.cancel_job(s, DEFAULT_TENANT, job_id)
+        assert job.status == JobStatus.CANCELLING and outbox == []  # a chunk still runs
+    with session_scope(db_url) as s:
+        for item in running.items:
+            execution.record_success(s, item, "kept", {})
+        done, outbox = execution.complete(s, running.chunk, "w", None)
+        assert done and len(outbox) == 1
+    with session_scope(db_url) as s:
+        assert execution.finish_job(s, job_id) == JobStatus.CANCELLED
+        counts = execution.item_counts(s, job_id)
+        assert (counts[ItemState.SUCCEEDED], counts[ItemState.CANCELLED]) == (2, 2)

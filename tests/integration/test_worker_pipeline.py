@@ -52,7 +52,12 @@ def test_fake_worker_runs_every_item_once_and_isolates_a_poison_item(
 
     # One shard per chunk in the S3 server; together they hold every item exactly once.
     s3 = s3_server.client()
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    all_keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    manifest_key = f"tenants/default/jobs/{job['id']}/manifest.json"
+    assert manifest_key in all_keys
+    manifest = json.loads(s3.get_object(Bucket=s3_bucket, Key=manifest_key)["Body"].read())
+    assert manifest["counts"] == {"succeeded": 59, "failed": 1}
+    keys = [k for k in all_keys if k != manifest_key]
     assert keys == [f"tenants/default/jobs/{job['id']}/results/chunk-{n:06d}.jsonl" for n in range(8)]
     shard_keys = []
     for key in keys:

@@ -2,8 +2,8 @@ import pytest
 from pydantic import ValidationError
 
 from factory.config import Settings
-from factory.models.registry import resolve
 from factory.errors import UnknownModel
+from factory.models.registry import resolve
 from factory.provenance.hashing import derive_seed
 
 

@@ -10,20 +10,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str
+    messages: tuple[Message, ...]
     seed: int
-    system_prompt: str | None = None
     max_new_tokens: int = 96
     temperature: float = 0.7
     top_p: float = 0.95
     repetition_penalty: float = 1.1
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_prompt(cls, prompt: str, seed: int, system_prompt: str | None = None, **params: Any) -> GenerationRequest:
+        msgs: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        msgs.append({"role": "user", "content": prompt})
+        return cls(messages=tuple(msgs), seed=seed, **params)
+
+    @property
+    def prompt(self) -> str:
+        """The last user message (what simple generators look at)."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
     def sampling_key(self) -> tuple[Any, ...]:
         """Requests with the same key can share one batched call."""
-        return (self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty)
+        return (self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.stop)
 
 
 @dataclass(frozen=True)

@@ -31,22 +31,46 @@ class PerRowSeededSampler(LogitsProcessor):
         self.temperature = temperature
         self.top_p = top_p
 
+    # Top-p is computed over the best CANDIDATES tokens; a row whose top_p mass is not
+    # reached within them falls back to the full sort, so the result is exact either way.
+    CANDIDATES = 256
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         logits = scores.float() / self.temperature
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        if self.top_p < 1.0:
-            probs = sorted_logits.softmax(dim=-1)
-            # Drop tokens once the mass before them already reaches top_p (the first always stays).
-            drop = (probs.cumsum(dim=-1) - probs) >= self.top_p
-            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        probs = sorted_logits.softmax(dim=-1).cpu()
-        picks = torch.stack([
-            torch.multinomial(probs[row], 1, generator=self.rngs[row]) for row in range(probs.shape[0])
-        ]).to(sorted_idx.device)
-        chosen = sorted_idx.gather(1, picks)
+        k = min(self.CANDIDATES, logits.shape[-1])
+        top_logits, top_idx = torch.topk(logits, k, dim=-1)  # sorted, descending
+        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+        probs = (top_logits - log_z).exp()  # true probabilities of the candidates
+        picks = []
+        for row in range(logits.shape[0]):
+            p, idx = probs[row], top_idx[row]
+            if self.top_p < 1.0 and float(p.sum()) >= self.top_p:
+                keep = (p.cumsum(0) - p) < self.top_p  # the first always stays
+                p, idx = p[keep], idx[keep]
+            else:
+                p, idx = self._full_row(logits[row])
+            choice = torch.multinomial((p / p.sum()).cpu(), 1, generator=self.rngs[row])
+            picks.append(idx[choice.to(idx.device)])
+        chosen = torch.stack(picks)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen, 0.0)
         return out  # type: ignore[return-value]
+
+    def _full_row(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        p = sorted_logits.softmax(dim=-1)
+        if self.top_p < 1.0:
+            keep = (p.cumsum(0) - p) < self.top_p
+            return p[keep], sorted_idx[keep]
+        return p, sorted_idx
+
+
+def _cut_at_stop(text: str, stops: Sequence[str], finish: str) -> tuple[str, str]:
+    """Text up to the first stop string (excluded), as the OpenAI API returns it."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    if cut >= 0:
+        return text[:cut].strip(), "stop"
+    return text.strip(), finish
 
 
 def pick_device(requested: str) -> torch.device:
@@ -98,13 +122,6 @@ class TransformersGenerator:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _messages(self, req: GenerationRequest) -> list[dict[str, str]]:
-        msgs = []
-        if req.system_prompt:
-            msgs.append({"role": "system", "content": req.system_prompt})
-        msgs.append({"role": "user", "content": req.prompt})
-        return msgs
-
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Group by sampling parameters; one batched call per group; results in input order."""
         self.load()
@@ -121,7 +138,7 @@ class TransformersGenerator:
     def _generate_group(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         first = batch[0]
         enc = self.tokenizer.apply_chat_template(
-            [self._messages(r) for r in batch], add_generation_prompt=True, padding=True,
+            [list(r.messages) for r in batch], add_generation_prompt=True, padding=True,
             return_tensors="pt", return_dict=True,
         ).to(self.device)
         eos = self.tokenizer.eos_token_id
@@ -133,18 +150,21 @@ class TransformersGenerator:
         processors = LogitsProcessorList()
         if first.temperature > 0:
             processors.append(PerRowSeededSampler([r.seed for r in batch], first.temperature, first.top_p))
-        out = self.model.generate(**enc, generation_config=config, logits_processor=processors)
+        extra: dict[str, Any] = {}
+        if first.stop:
+            extra = {"stop_strings": list(first.stop), "tokenizer": self.tokenizer}
+        out = self.model.generate(**enc, generation_config=config, logits_processor=processors, **extra)
         prompt_len = enc["input_ids"].shape[1]
         new_tokens = out[:, prompt_len:].cpu()
         prompt_counts = enc["attention_mask"].sum(dim=1).tolist()
         results = []
         for row, tokens in enumerate(new_tokens.tolist()):
-            finish = "length"
+            finish, counted = "length", len(tokens)
             if eos in tokens:
                 tokens = tokens[: tokens.index(eos)]
-                finish = "stop"
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                finish, counted = "stop", len(tokens) + 1  # the end-of-sequence token was generated too
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            text, finish = _cut_at_stop(text, first.stop, finish)
             results.append(GenerationResult(text=text, prompt_tokens=int(prompt_counts[row]),
-                                            completion_tokens=len(tokens) + (finish == "stop"),
-                                            finish_reason=finish))
+                                            completion_tokens=counted, finish_reason=finish))
         return results

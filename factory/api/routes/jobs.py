@@ -30,9 +30,10 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
-    job = jobs_service.cancel_job(session, tenant, job_id)
+def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
+    job, outbox_ids = jobs_service.cancel_job(session, tenant, job_id)
     session.commit()
+    relay.relay(session, settings, outbox_ids)
     return jobs_service.describe(session, job)
 
 

@@ -26,8 +26,10 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    FINALIZING = "finalizing"  # every chunk ended; the job-level step (exports, filters) runs
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLING = "cancelling"  # cancel asked; running chunks finish, then the job finalizes
     CANCELLED = "cancelled"
 
     @property
@@ -71,9 +73,14 @@ class Job(Base):
     variants: Mapped[int] = mapped_column(Integer)
     item_count: Mapped[int] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer)
+    # Kind-specific job options (e.g. a batch's endpoint, checks to run), validated by the service.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="job", lazy="raise", order_by="Chunk.seq")
 
@@ -125,6 +132,9 @@ class Item(Base):
     variant: Mapped[int] = mapped_column(Integer)
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
     prompt: Mapped[str] = mapped_column(Text)
+    # Per-item generation request overriding the job's: {"messages": [...], "params": {...},
+    # "stop": [...]}. None for template jobs, whose prompt + job params say everything.
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     prompt_sha256: Mapped[str] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(Integer)
     state: Mapped[ItemState] = mapped_column(_enum(ItemState, "item_state"), default=ItemState.PENDING)

@@ -1,0 +1,20 @@
+"""Job kinds on the worker side: how a kind turns items into requests, runs them, and finalizes a job.
+
+A new kind is a new module here plus one line in ``HANDLERS``; the task code stays the same.
+"""
+
+from __future__ import annotations
+
+from workers.kinds.base import KindHandler
+from workers.kinds.personalization import PersonalizationHandler
+
+HANDLERS: dict[str, KindHandler] = {
+    "personalization": PersonalizationHandler(),
+}
+
+
+def handler_for(kind: str) -> KindHandler:
+    try:
+        return HANDLERS[kind]
+    except KeyError:
+        raise LookupError(f"no worker handler for job kind '{kind}'") from None

@@ -1,0 +1,112 @@
+"""The default behaviour every kind starts from: chat generation, poison isolation, a manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from factory import __version__
+from factory.db.models import Item, Job
+from factory.jobs import execution
+from factory.provenance.hashing import canonical_json
+from factory.storage import ObjectStore
+from factory.storage.keys import job_manifest_key
+from workers.generators.base import GenerationRequest, GenerationResult, Generator
+
+log = logging.getLogger(__name__)
+
+PARAM_NAMES = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
+
+
+@dataclass
+class Outcome:
+    """What happened to one item: a text, or an error; ``extra`` goes into its provenance."""
+
+    result: GenerationResult | None
+    error: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    chunk_id: str
+    attempt: int
+    queue_ms: float
+
+
+class KindHandler:
+    """Override what a kind does differently; the defaults suit plain chat generation."""
+
+    def requests(self, job: Job, items: list[Item]) -> list[GenerationRequest]:
+        out = []
+        for item in items:
+            req = item.request or {}
+            params = {k: v for k, v in {**job.params, **req.get("params", {})}.items() if k in PARAM_NAMES}
+            stop = tuple(req.get("stop") or ())
+            if req.get("messages"):
+                out.append(GenerationRequest(messages=tuple(req["messages"]), seed=item.seed, stop=stop, **params))
+            else:
+                out.append(GenerationRequest.from_prompt(item.prompt, item.seed, job.system_prompt, stop=stop,
+                                                         **params))
+        return out
+
+    def run(self, gen: Generator, job: Job, items: list[Item]) -> list[Outcome]:
+        return generate_isolating(gen, self.requests(job, items))
+
+    def provenance(self, gen: Generator, job: Job, item: Item, outcome: Outcome, ctx: RunContext,
+                   batch_size: int, generate_ms: float) -> dict[str, Any]:
+        info = gen.info
+        req = item.request or {}
+        prov: dict[str, Any] = {
+            "model": job.model, "weights_sha256": info.weights_sha256, "generator": info.name,
+            "factory_version": __version__, "libraries": info.libraries,
+            "template_sha256": job.template_sha256, "prompt_sha256": item.prompt_sha256,
+            "params": {**job.params, **req.get("params", {})}, "seed": item.seed, "job_seed": job.seed,
+            "worker_host": socket.gethostname(), "worker_pid": os.getpid(),
+            "device": info.device, "dtype": info.dtype,
+            "chunk_id": ctx.chunk_id, "attempt": ctx.attempt, "batch_size": batch_size,
+            "timings_ms": {"queue": round(ctx.queue_ms, 1), "generate": round(generate_ms, 1)},
+        }
+        if outcome.result is not None:
+            prov.update(prompt_tokens=outcome.result.prompt_tokens,
+                        completion_tokens=outcome.result.completion_tokens,
+                        finish_reason=outcome.result.finish_reason)
+        if outcome.extra:
+            prov.update(outcome.extra)
+        return prov
+
+    def finalize(self, session: Session, job: Job, store: ObjectStore) -> None:
+        """The job-level step after every chunk ended. Must be idempotent (it can run twice)."""
+        counts = {state.value: n for state, n in execution.item_counts(session, job.id).items()}
+        manifest = {"job_id": job.id, "kind": job.kind, "model": job.model, "seed": job.seed,
+                    "params": job.params, "template_sha256": job.template_sha256, "counts": counts,
+                    "chunks": job.chunk_count, "factory_version": __version__}
+        store.put_bytes(job_manifest_key(job.tenant_id, job.id), canonical_json(manifest).encode(),
+                        "application/json")
+
+
+def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Outcome]:
+    """One batched call; if it raises, retry each request alone so one bad item fails alone."""
+    if not reqs:
+        return []
+    try:
+        return [Outcome(r) for r in gen.generate(reqs)]
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:
+        log.warning("batched generation failed; isolating items one by one", exc_info=True)
+    outcomes: list[Outcome] = []
+    for req in reqs:
+        try:
+            outcomes.append(Outcome(gen.generate([req])[0]))
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            outcomes.append(Outcome(None, f"generation failed: {type(exc).__name__}"))
+    return outcomes
