@@ -23,6 +23,15 @@ def factory_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def stack_env(database_url: str, broker_url: str, s3_endpoint: str, bucket: str, **overrides: str) -> dict[str, str]:
+    """Environment for API and worker processes on PostgreSQL/SQLite, Redis and an S3 server."""
+    return factory_env(
+        FACTORY_DATABASE_URL=database_url, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{bucket}",
+        FACTORY_S3_ENDPOINT_URL=s3_endpoint, FACTORY_S3_ACCESS_KEY_ID="test", FACTORY_S3_SECRET_ACCESS_KEY="test",
+        **overrides,
+    )
+
+
 class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, *, pool: str = "prefork",
                  concurrency: int = 1, queues: str | None = None) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from factory.db.models import Item, ItemState, Job, JobStatus
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
-from tests.processes import api_server, factory_env, wait_job, worker
+from tests.processes import api_server, factory_env, stack_env, wait_job, worker
 from tests.services import SeaweedS3
 
 pytestmark = pytest.mark.slow
@@ -42,11 +42,8 @@ def test_real_model_job_lands_in_postgres_and_s3_with_provenance(
     pg_db: str, broker_url: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    env = factory_env(
-        FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
-        FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
-        FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE), FACTORY_CHUNK_SIZE="4",
-    )
+    env = stack_env(pg_db, broker_url, s3_server.endpoint, s3_bucket, FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE),
+                    FACTORY_CHUNK_SIZE="4")
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
         client = httpx.Client(base_url=url, timeout=60)
         request.addfinalizer(client.close)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from factory.db.models import Chunk, ChunkState, Item, ItemState
 from factory.db.session import get_sessionmaker
-from tests.processes import api_server, factory_env, wait_job, worker
+from tests.processes import api_server, stack_env, wait_job, worker
 from tests.services import SeaweedS3
 
 
@@ -20,11 +20,8 @@ def test_fake_worker_runs_every_item_once_and_isolates_a_poison_item(
     pg_db: str, broker_url: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    env = factory_env(
-        FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
-        FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
-        FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_GENERATOR="fake", FACTORY_CHUNK_SIZE="8",
-    )
+    env = stack_env(pg_db, broker_url, s3_server.endpoint, s3_bucket, FACTORY_GENERATOR="fake",
+                    FACTORY_CHUNK_SIZE="8")
     audience = [{"id": f"r{i:03d}", "name": "POISON" if i == 13 else f"n{i}"} for i in range(60)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log", concurrency=2):
         client = httpx.Client(base_url=url, timeout=30)
