@@ -1,4 +1,5 @@
-"""A batch that runs out of memory is split in halves until it fits; texts do not change."""
+"""A batch that raises (out of memory, a poison item) is split in halves until it fits or the bad item
+is alone; texts do not change."""
 
 from __future__ import annotations
 
@@ -64,8 +65,16 @@ def test_splitting_and_poison_isolation_combine() -> None:
     gen = SmallMemoryGenerator(fits=4)
     outcomes = generate_isolating(gen, _reqs(8, poison=6))
     assert [o.error for o in outcomes] == [None] * 6 + ["generation failed: PoisonedPrompt", None]
-    assert gen.batches == [8, 4, 4, 1, 1, 1, 1]  # the half with the poison item is isolated item by item
-    assert outcomes[7].extra == {"batch_size": 1}
+    # 8 (out of memory) -> 4 ok + 4 (poison) -> 2 ok + 2 (poison) -> 1 poison + 1 ok
+    assert gen.batches == [8, 4, 4, 2, 2, 1, 1]
+    assert [o.extra for o in outcomes] == [{"batch_size": n} for n in (4, 4, 4, 4, 2, 2, 1, 1)]
+
+
+def test_a_poison_item_is_found_by_halving() -> None:
+    gen = SmallMemoryGenerator(fits=64)
+    outcomes = generate_isolating(gen, _reqs(16, poison=9))
+    assert [i for i, o in enumerate(outcomes) if o.error] == [9]
+    assert gen.batches == [16, 8, 8, 4, 2, 1, 1, 2, 4]  # 9 calls, not 1 + 16
 
 
 def test_a_batch_that_fits_runs_once_and_records_nothing_extra() -> None:

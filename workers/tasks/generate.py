@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from factory.config import Settings, get_settings
 from factory.db.models import Chunk
@@ -105,7 +106,10 @@ def _run_claimed(task: Task, settings: Settings, claimed: execution.ClaimedChunk
     try:
         outbox_ids = _retry_transient(lambda: _save(settings, claimed, owner, outcomes, provenance), deadline)
     except BaseException as exc:
-        _give_back(task, settings, chunk, owner, exc, infrastructure=is_transient(exc))
+        # Saving is a bounded amount of work: running out of time there means the database
+        # or the storage hung, which is no reason to use up one of the chunk's attempts.
+        _give_back(task, settings, chunk, owner, exc,
+                   infrastructure=is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded))
         raise
     if outbox_ids is None:
         return "lease-lost"  # our lease ran out and another worker owns the chunk now
