@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from factory.config import Settings
 from factory.db.base import utcnow
+from factory.db.models import ChunkState
 from factory.jobs import execution
 from factory.jobs.repository import LEASE_EXPIRED
 from factory.outbox.repository import OutboxRepository
@@ -158,11 +159,12 @@ def doctor(session: Session, settings: Settings, *, detail: int = 10) -> DoctorR
     dead_rows = repo.dead_letters(detail) if detail else []
     unsent, unsent_oldest = repo.unsent_outbox()
     finalizing, finalizing_oldest = repo.finalizing()
+    chunks = repo.chunk_counts()
     report = DoctorReport(
-        generated_at=now, broker_reachable=depths is not None, chunks=repo.chunk_counts(),
+        generated_at=now, broker_reachable=depths is not None, chunks=chunks,
         stuck_chunks=repo.expired_count(now),
         stuck=[_ref(r, _age(now, r.lease_expires_at)) for r in stuck_rows],
-        dead_letters=repo.chunk_counts().get("failed", 0),
+        dead_letters=chunks.get(ChunkState.FAILED.value, 0),
         dead=[_ref(r, _age(now, r.finished_at)) for r in dead_rows],
         queues=queue_reports, lag_s=_age(now, oldest_pending), outbox_unsent=unsent,
         outbox_oldest_s=_age(now, unsent_oldest), jobs_finalizing=finalizing,

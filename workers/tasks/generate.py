@@ -96,7 +96,9 @@ def _run_claimed(task: Task, settings: Settings, claimed: execution.ClaimedChunk
         outcomes = handler.run(gen, job, items)
         generate_ms = (time.perf_counter() - gen_started) * 1000
     except BaseException as exc:
-        _give_back(task, settings, chunk, owner, exc, infrastructure=False)
+        # An exception is the chunk's fault and uses up an attempt; the process being told
+        # to stop (SystemExit, KeyboardInterrupt: a SIGTERM to every worker process) is not.
+        _give_back(task, settings, chunk, owner, exc, infrastructure=not isinstance(exc, Exception))
         raise
     if lease.lost.is_set():
         return "lease-lost"
