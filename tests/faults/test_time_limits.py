@@ -20,8 +20,8 @@ def test_chunk_frozen_past_the_visibility_timeout_is_not_duplicated(
     """A worker frozen mid-chunk (SIGSTOP: no time limit fires, no lease renewal) for longer than
     the broker's visibility timeout. The broker redelivers its message and the reconciler hands the
     chunk on; when the frozen worker wakes up and finishes, its late save must change nothing."""
-    rig = make_rig(*shared_services, FACTORY_FAKE_DELAY_S="1.5", FACTORY_TASK_SOFT_TIME_LIMIT_S="4",
-                   FACTORY_TASK_TIME_LIMIT_S="5", FACTORY_BROKER_VISIBILITY_TIMEOUT_S="6")
+    rig = make_rig(*shared_services, FACTORY_FAKE_DELAY_S="1.5", FACTORY_TASK_SOFT_TIME_LIMIT_S="5",
+                   FACTORY_TASK_TIME_LIMIT_S="6", FACTORY_BROKER_VISIBILITY_TIMEOUT_S="7")
     rig.reconciler()
     frozen = rig.worker(concurrency=1, wait=True)
     job_id, expected = rig.submit(100)
@@ -30,7 +30,7 @@ def test_chunk_frozen_past_the_visibility_timeout_is_not_duplicated(
     rig.worker(concurrency=1)
     rig.wait(lambda: rig.done_chunks(job_id) == len(rig.chunks(job_id)), 90,
              "the other worker to finish every chunk")
-    time.sleep(7)  # past the visibility timeout: the frozen delivery's message is restored as well
+    time.sleep(8)  # past the visibility timeout: the frozen delivery's message is restored as well
     os.killpg(frozen.proc.pid, signal.SIGCONT)
     rig.wait(lambda: "lease-lost" in frozen.log() or "Hard time limit" in frozen.log()
              or "SoftTimeLimitExceeded" in frozen.log(), 30, "the frozen worker to wake up and give up")

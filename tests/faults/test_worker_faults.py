@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -56,23 +55,21 @@ def test_kill9_whole_worker_mid_chunk(make_rig: RigFactory, shared_services: Ser
 def test_sigterm_finishes_the_current_chunk(make_rig: RigFactory,
                                             shared_services: Services) -> None:
     """SIGTERM to the worker (what `docker stop` sends): warm shutdown, the chunks it runs complete."""
-    rig = make_rig(*shared_services, FACTORY_FAKE_DELAY_S="1.5")
+    rig = make_rig(*shared_services, FACTORY_FAKE_DELAY_S="1.0")
     rig.reconciler()
     first = rig.worker(wait=True)
     job_id, expected = rig.submit()
     chunk = rig.running_chunk(job_id, min_done=2)
     first.proc.send_signal(signal.SIGTERM)  # to the main process only
-    started = time.monotonic()
-    first.proc.wait(30)
-    assert time.monotonic() - started < 10
+    replacement = rig.worker()  # starts up meanwhile; takes what the first leaves
+    first.proc.wait(30)  # exits once its running chunks are saved
     assert "Warm shutdown" in first.log()
     finished = next(c for c in rig.chunks(job_id) if c.id == chunk.id)
     # the chunk it was running finished there, first time, not handed to anyone
     assert finished.state == ChunkState.SUCCEEDED and finished.attempts == 1
     assert finished.lease_owner is not None and finished.lease_owner.endswith(f":{chunk.pid}")
-    assert rig.job(job_id)["status"] == "running"
-    rig.worker()
     job = rig.wait_finished(job_id)
     ledger = rig.ledger(job_id, expected)
     assert job["status"] == "succeeded" and len(ledger.texts) == len(expected) and ledger.errors == {}
     assert all(c.attempts == 1 for c in rig.chunks(job_id))  # nothing was run twice
+    assert "ready." in replacement.log()
