@@ -52,8 +52,8 @@ def test_chunk_that_hangs_hits_the_time_limit_and_is_dead_lettered(
     """An item that hangs the generator: the soft time limit stops its chunk every attempt; after
     FACTORY_CHUNK_MAX_ATTEMPTS the chunk is dead-lettered (its items go to the error file with the
     reason) and the rest of the batch succeeds."""
-    rig = make_rig(*shared_services, FACTORY_TASK_SOFT_TIME_LIMIT_S="2", FACTORY_TASK_TIME_LIMIT_S="3",
-                   FACTORY_BROKER_VISIBILITY_TIMEOUT_S="5")
+    rig = make_rig(*shared_services, FACTORY_FAKE_DELAY_S="0.2", FACTORY_TASK_SOFT_TIME_LIMIT_S="4",
+                   FACTORY_TASK_TIME_LIMIT_S="5", FACTORY_BROKER_VISIBILITY_TIMEOUT_S="6")
     rig.reconciler()
     rig.worker()
     job_id, expected = rig.submit(200, markers={45: "STALL"})  # item 45: the third chunk
