@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from workers.generators.base import GenerationRequest, GenerationResult, is_out_of_memory
 from workers.generators.fake import FakeGenerator
 from workers.kinds.base import generate_isolating
@@ -81,3 +83,8 @@ def test_a_batch_that_fits_runs_once_and_records_nothing_extra() -> None:
     gen = SmallMemoryGenerator(fits=8)
     outcomes = generate_isolating(gen, _reqs(8))
     assert gen.batches == [8] and all(o.extra is None for o in outcomes)
+
+
+def test_torch_out_of_memory_error_is_recognised() -> None:
+    torch = pytest.importorskip("torch")
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
