@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 from factory import embedded_redis
 from factory.client import ApiError, FactoryClient, load_job_file
 from factory.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from factory.reliability.schemas import DoctorReport
 
 app = typer.Typer(help="Content factory: bulk text generation over a job queue.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -77,6 +80,106 @@ def worker(
             f"--hostname=factory-{settings.model}@%h", "--without-gossip", "--without-mingle"]
     # Replace this process, so signals (SIGTERM for a warm shutdown) reach Celery directly.
     os.execvpe(sys.executable, argv, os.environ.copy())
+
+
+@app.command()
+def reconcile(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit.")] = False,
+    interval: Annotated[float | None, typer.Option(help="Seconds between passes "
+                                                   "(default FACTORY_RECONCILE_INTERVAL_S).")] = None,
+    grace: Annotated[float | None, typer.Option(help="Seconds before a wake-up counts as lost "
+                                                "(default FACTORY_RECONCILE_GRACE_S).")] = None,
+) -> None:
+    """Repair what crashes and outages leave behind: lost wake-ups, expired leases, dead letters.
+
+    Safe to run several (one leads, the others stand by); see docs/reliability.md.
+    """
+    import logging
+    import threading
+
+    from factory.reliability.reconciler import Reconciler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings_with_broker()
+    if interval is not None:
+        settings = settings.model_copy(update={"reconcile_interval_s": interval})
+    reconciler = Reconciler(settings, grace_s=grace)
+    if once:
+        result = reconciler.run_once()
+        reconciler.step_down()
+        console.print_json(result.model_dump_json())
+        raise typer.Exit(1 if result.failed_steps else 0)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"reconciler {reconciler.owner}: a pass every {settings.reconcile_interval_s:g}s")
+    reconciler.run_forever(stop)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    detail: Annotated[int, typer.Option(help="How many stuck and dead chunks to list.")] = 10,
+) -> None:
+    """Report stuck chunks, dead letters, queue depths, lag, the outbox and the reconciler."""
+    from factory.db.session import get_sessionmaker
+    from factory.reliability import service as reliability
+
+    settings = get_settings()
+    running = None if settings.broker_url else embedded_redis.running_url(settings.data_dir)
+    if running:  # look at the embedded broker if it runs, never start one just to look
+        settings = settings.model_copy(update={"broker_url": running})
+    with get_sessionmaker(settings.database_url)() as session:
+        report = reliability.doctor(session, settings, detail=detail)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return
+    _print_doctor(report)
+
+
+def _print_doctor(report: DoctorReport) -> None:
+    overview = Table(title="factory doctor", show_header=False)
+    overview.add_column("what")
+    overview.add_column("value", justify="right")
+    for state, n in sorted(report.chunks.items()):
+        overview.add_row(f"chunks {state}", str(n))
+    overview.add_row("stuck chunks (expired lease)", str(report.stuck_chunks))
+    overview.add_row("dead letters (failed chunks)", str(report.dead_letters))
+    overview.add_row("lag (oldest pending chunk)", _seconds(report.lag_s))
+    overview.add_row("outbox unsent", f"{report.outbox_unsent} (oldest {_seconds(report.outbox_oldest_s)})")
+    overview.add_row("jobs finalizing", f"{report.jobs_finalizing} (oldest {_seconds(report.finalizing_oldest_s)})")
+    rec = report.reconciler
+    overview.add_row("reconciler", "none" if rec is None else
+                     f"{rec.owner} ({'alive' if rec.alive else 'lease expired'})")
+    console.print(overview)
+    queues = Table(title="queues" + ("" if report.broker_reachable else " (broker unreachable)"))
+    for col in ("queue", "ready", "unacked", "pending chunks", "running chunks", "lag"):
+        queues.add_column(col, justify="left" if col == "queue" else "right")
+    for q in report.queues:
+        queues.add_row(q.queue, _count(q.ready), _count(q.unacked), str(q.pending_chunks), str(q.running_chunks),
+                       _seconds(q.lag_s))
+    console.print(queues)
+    for title, refs in (("stuck chunks", report.stuck), ("dead letters", report.dead)):
+        if refs:
+            table = Table(title=title)
+            for col in ("chunk", "job", "seq", "attempts", "age", "last error"):
+                table.add_column(col, overflow="fold")
+            for r in refs:
+                table.add_row(r.chunk_id, r.job_id, str(r.seq), str(r.attempts), _seconds(r.age_s), r.last_error or "")
+            console.print(table)
+    if report.problems:
+        for problem in report.problems:
+            console.print(f"[yellow]! {problem}[/yellow]")
+    else:
+        console.print("[green]no problems found[/green]")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 @app.command()

@@ -47,12 +47,26 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(default=600, ge=1)
     task_time_limit_s: int = Field(default=660, ge=1)
     broker_visibility_timeout_s: int = Field(default=900, ge=1)
-    chunk_lease_s: int = Field(default=720, ge=1)
+    # A running chunk's lease: the task renews it every third of this while it runs, so
+    # a lease that ran out means the worker is gone (killed, frozen, cut off) and the
+    # reconciler hands the chunk to another worker, after at most this long.
+    chunk_lease_s: float = Field(default=60.0, ge=0.5)
 
     worker_concurrency: int = Field(default=1, ge=1)
+    # A prefork child whose resident memory grew past this is replaced after its current task.
+    worker_max_memory_per_child_mb: int = Field(default=4096, ge=64)
+    # Claims per chunk (a worker lost mid-chunk uses one up); then the chunk is dead-lettered.
     chunk_max_attempts: int = Field(default=3, ge=1)
+
+    # The reconciler (``factory reconcile``): how often it runs, how old a wake-up must be
+    # before it counts as lost (unsent outbox message, pending chunk missing from the
+    # broker, finalization not under way), and how long its single-instance lease lasts.
+    reconcile_interval_s: float = Field(default=15.0, gt=0)
+    reconcile_grace_s: float = Field(default=10.0, ge=0)
+    reconcile_lease_s: int = Field(default=60, ge=1)
     # "transformers" runs the real model; "fake" is a fast deterministic stand-in
-    # for tests of the queue and the database (never the default).
+    # for tests of the queue and the database (never the default). Its faults are
+    # triggered by markers in a prompt (see workers/generators/fake.py).
     generator: Literal["transformers", "fake"] = "transformers"
     fake_delay_s: float = Field(default=0.0, ge=0.0)
     # "auto" = bf16 on CUDA, float32 on CPU (faster there; measured in bench/).
@@ -65,6 +79,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "need task_soft_time_limit_s < task_time_limit_s < broker_visibility_timeout_s"
             )
+        if not self.reconcile_lease_s > self.reconcile_interval_s:
+            raise ValueError("need reconcile_lease_s > reconcile_interval_s")
         return self
 
     def queue_for_model(self, model: str) -> str:

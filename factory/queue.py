@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
@@ -32,6 +34,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
             "retry_on_timeout": True,
             "health_check_interval": 15,
+            # Messages taken by a worker that died are put back once they are older than the
+            # visibility timeout; sweep often enough that this happens close to that age.
+            "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
         },
         "task_serializer": "json",
         "result_serializer": "json",
@@ -82,6 +88,14 @@ def send(settings: Settings, task_name: str, args: list[Any], queue: str, messag
         task_name, args=args, queue=queue, routing_key=queue, task_id=message_id,
         retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )
+
+
+@contextmanager
+def broker_channel(settings: Settings) -> Iterator[Any]:
+    """A channel on the broker, for looking at what it holds (queue lengths, unacknowledged messages)."""
+    with _producer(settings).connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+        yield conn.default_channel
 
 
 def ping_broker(settings: Settings) -> bool:

@@ -31,7 +31,7 @@ def pg_admin_dsn(service_root: Path) -> Iterator[str]:
     dsn, own = services.postgres_admin_dsn(service_root)
     yield dsn
     if own:
-        own.stop()
+        own.remove()
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +95,7 @@ def broker_url(redis_server: str) -> Iterator[str]:
 def s3_server(service_root: Path) -> Iterator[services.SeaweedS3]:
     server = services.SeaweedS3(service_root / "s3")
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

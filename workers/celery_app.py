@@ -23,9 +23,12 @@ app.conf.update(celery_config(settings))
 app.conf.update(
     task_queues=[model_queue(settings, settings.model)],
     worker_concurrency=settings.worker_concurrency,
-    # Restart a child that grew past 4 GiB of RSS (after its current task).
-    worker_max_memory_per_child=4 * 1024 * 1024,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # Replace a child whose resident memory grew past the bound (after its current task).
+    worker_max_memory_per_child=settings.worker_max_memory_per_child_mb * 1024,
+    # A broker connection blip must not throw away a chunk that is half generated: the
+    # chunk's lease in the database, not the broker, decides who may save it, so the
+    # task runs on and a redelivered copy of its message finds the chunk done.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 
 import workers.signals  # noqa: E402  (connects the model loading hooks)

@@ -10,18 +10,28 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 
 from factory.config import get_settings
+from factory.storage import open_store
 from workers import runtime
 
 log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _import_in_parent(**_: Any) -> None:
+    """Import the S3 client library once, before fork, so children share it (nothing is connected yet)."""
+    if get_settings().storage_url.startswith("s3://"):
+        import factory.storage.s3  # noqa: F401
 
 
 @worker_process_init.connect
 def _load_in_child(**_: Any) -> None:
     settings = get_settings()
     runtime.get_generator(settings, settings.model)
+    # Build the storage client now rather than inside the first chunk's time limit.
+    open_store(settings)
 
 
 @worker_ready.connect

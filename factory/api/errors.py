@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from factory.errors import FactoryError
@@ -55,6 +56,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(_body("http_error", str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_away(_: Request, exc: Exception) -> JSONResponse:
+        # A restart or an outage: nothing was written, the client may retry.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return JSONResponse(_body("database_unavailable", "the database is unavailable; retry shortly"),
+                            status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

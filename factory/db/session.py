@@ -40,7 +40,10 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # pre-ping replaces connections a database restart killed; a bounded connect
+    # timeout turns an unreachable server into a quick, retryable OperationalError.
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args)
 
 
 @lru_cache(maxsize=8)

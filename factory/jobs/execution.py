@@ -6,6 +6,7 @@ testable without a broker. Nothing here commits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,16 +27,26 @@ class ClaimedChunk:
     items: list[Item]
 
 
-def claim(session: Session, chunk_id: str, owner: str, lease_s: int) -> ClaimedChunk | None:
-    """Lease the chunk to ``owner``; None if it is finished, cancelled or leased elsewhere."""
+def lease_owner(task_id: str, host: str, pid: int) -> str:
+    """Who holds a chunk: the task (message) id, then where it runs (for operators and tests)."""
+    return f"{task_id}@{host}:{pid}"
+
+
+def claim(session: Session, chunk_id: str, owner: str, lease_s: float, *,
+          max_attempts: int | None = None) -> ClaimedChunk | None:
+    """Lease the chunk to ``owner``; None if it is finished, cancelled, leased elsewhere or out of attempts."""
     repo = JobRepository(session)
-    chunk = repo.claim_chunk(chunk_id, owner, timedelta(seconds=lease_s))
+    chunk = repo.claim_chunk(chunk_id, owner, timedelta(seconds=lease_s), max_attempts=max_attempts)
     if chunk is None:
         return None
     job = session.get(Job, chunk.job_id)
     assert job is not None
     repo.mark_job_running(job.id, utcnow())
     return ClaimedChunk(chunk=chunk, job=job, items=repo.pending_items(chunk_id))
+
+
+def renew_lease(session: Session, chunk_id: str, owner: str, lease_s: float) -> bool:
+    return JobRepository(session).renew_lease(chunk_id, owner, timedelta(seconds=lease_s))
 
 
 def record_success(session: Session, item: Item, text: str, provenance: dict[str, Any]) -> None:
@@ -48,19 +59,27 @@ def record_failure(session: Session, item: Item, error: str, provenance: dict[st
                                              provenance=provenance)
 
 
+def close(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> bool:
+    """Mark the chunk succeeded if we still hold it; False if our lease was lost.
+
+    On PostgreSQL the UPDATE also locks the chunk row until the commit, so nobody can
+    take the chunk over between this check and the commit (the shard is written in between).
+    """
+    return JobRepository(session).finish_chunk(chunk.id, owner, ChunkState.SUCCEEDED, storage_key=storage_key)
+
+
 def complete(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> tuple[bool, list[str]]:
     """Close the chunk; if it was the last one, ask for the job's finalization.
 
     Returns (False, []) if our lease was lost, else (True, outbox ids to relay after commit).
     """
-    repo = JobRepository(session)
-    if not repo.finish_chunk(chunk.id, owner, ChunkState.SUCCEEDED, storage_key=storage_key):
+    if not close(session, chunk, owner, storage_key):
         return False, []
     return True, request_finalization(session, chunk.job_id)
 
 
-def release(session: Session, chunk: Chunk, owner: str, error: str) -> None:
-    JobRepository(session).release_chunk(chunk.id, owner, error)
+def release(session: Session, chunk: Chunk, owner: str, error: str, *, refund_attempt: bool = False) -> bool:
+    return JobRepository(session).release_chunk(chunk.id, owner, error, refund_attempt=refund_attempt)
 
 
 def request_finalization(session: Session, job_id: str) -> list[str]:
@@ -77,6 +96,7 @@ def request_finalization(session: Session, job_id: str) -> list[str]:
         return []
     if job.status != JobStatus.CANCELLING:
         repo.set_job_status(job_id, JobStatus.FINALIZING, None)
+    repo.mark_finalize_requested(job_id, utcnow())
     return OutboxRepository(session).add_many(FINALIZE_JOB_TASK, job.queue, [[job_id]])
 
 
@@ -107,6 +127,11 @@ def finish_job(session: Session, job_id: str, error: str | None = None) -> JobSt
 
 def item_counts(session: Session, job_id: str) -> dict[ItemState, int]:
     return JobRepository(session).item_counts(job_id)
+
+
+def failed_items(session: Session, job_id: str) -> Iterator[Item]:
+    """The job's error file, in submission order."""
+    return JobRepository(session).iter_finished_items(job_id, states=(ItemState.FAILED,))
 
 
 def chunk_items(session: Session, chunk_id: str) -> list[Item]:

@@ -9,11 +9,14 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from factory.db.base import utcnow
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
+
+# last_error of a chunk whose holder stopped renewing its lease (killed, frozen, cut off).
+LEASE_EXPIRED = "lease expired: the worker was lost, stopped or cut off mid-chunk"
 
 
 class JobRepository:
@@ -46,14 +49,14 @@ class JobRepository:
         )
         return {ItemState(state): int(n) for state, n in rows}
 
-    def iter_finished_items(self, job_id: str, page: int = 500) -> Iterator[Item]:
+    def iter_finished_items(self, job_id: str, page: int = 500,
+                            states: Sequence[ItemState] = (ItemState.SUCCEEDED, ItemState.FAILED)) -> Iterator[Item]:
         """Finished items in submission order, read in pages (keyset on seq) to bound memory."""
         last = -1
         while True:
             batch = list(self.session.scalars(
                 select(Item)
-                .where(Item.job_id == job_id, Item.seq > last,
-                       Item.state.in_([ItemState.SUCCEEDED, ItemState.FAILED]))
+                .where(Item.job_id == job_id, Item.seq > last, Item.state.in_(list(states)))
                 .order_by(Item.seq).limit(page)
             ))
             if not batch:
@@ -62,26 +65,40 @@ class JobRepository:
             last = batch[-1].seq
 
     # --- worker side -------------------------------------------------------
-    def claim_chunk(self, chunk_id: str, owner: str, lease: timedelta) -> Chunk | None:
+    def claim_chunk(self, chunk_id: str, owner: str, lease: timedelta, *,
+                    max_attempts: int | None = None) -> Chunk | None:
         """Take a chunk if it is pending or its lease ran out. None if finished or held by someone else.
 
         A single conditional UPDATE, so two deliveries of the same task cannot both win.
+        A chunk that used up ``max_attempts`` is never claimed again: the reconciler
+        dead-letters it.
         """
         now = utcnow()
-        claimable = or_(
-            Chunk.state == ChunkState.PENDING,
-            (Chunk.state == ChunkState.RUNNING) & (Chunk.lease_expires_at < now),
-        )
+        running = Chunk.state == ChunkState.RUNNING
+        claimable = or_(Chunk.state == ChunkState.PENDING, running & (Chunk.lease_expires_at < now))
+        if max_attempts is not None:
+            claimable = claimable & (Chunk.attempts < max_attempts)
         claimed = self.session.execute(
             update(Chunk)
             .where(Chunk.id == chunk_id, claimable)
             .values(state=ChunkState.RUNNING, attempts=Chunk.attempts + 1, lease_owner=owner,
-                    lease_expires_at=now + lease, started_at=func.coalesce(Chunk.started_at, now))
+                    lease_expires_at=now + lease, started_at=func.coalesce(Chunk.started_at, now),
+                    last_error=case((running, literal(LEASE_EXPIRED)), else_=Chunk.last_error))
             .returning(Chunk.id)
         ).first()
         if claimed is None:
             return None
         return self.session.get(Chunk, chunk_id, populate_existing=True)
+
+    def renew_lease(self, chunk_id: str, owner: str, lease: timedelta) -> bool:
+        """Push our lease forward; False if the chunk is no longer ours (finished, or taken over)."""
+        renewed = self.session.execute(
+            update(Chunk)
+            .where(Chunk.id == chunk_id, Chunk.state == ChunkState.RUNNING, Chunk.lease_owner == owner)
+            .values(lease_expires_at=utcnow() + lease)
+            .returning(Chunk.id)
+        ).first()
+        return renewed is not None
 
     def chunk_ids(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(Chunk.id).where(Chunk.job_id == job_id).order_by(Chunk.seq)))
@@ -117,13 +134,21 @@ class JobRepository:
         ).first()
         return result is not None
 
-    def release_chunk(self, chunk_id: str, owner: str, error: str | None) -> None:
-        """Hand a chunk back (to be retried) without waiting for its lease to expire."""
-        self.session.execute(
+    def release_chunk(self, chunk_id: str, owner: str, error: str | None, *, refund_attempt: bool = False) -> bool:
+        """Hand a chunk back (to be retried) without waiting for its lease to expire.
+
+        ``refund_attempt`` gives the attempt back when the cause was the infrastructure
+        (database, storage, broker down), not the chunk: an outage must not dead-letter work.
+        """
+        attempts = Chunk.attempts - 1 if refund_attempt else Chunk.attempts
+        released = self.session.execute(
             update(Chunk)
             .where(Chunk.id == chunk_id, Chunk.state == ChunkState.RUNNING, Chunk.lease_owner == owner)
-            .values(state=ChunkState.PENDING, lease_owner=None, lease_expires_at=None, last_error=error)
-        )
+            .values(state=ChunkState.PENDING, lease_owner=None, lease_expires_at=None, last_error=error,
+                    attempts=attempts, enqueued_at=utcnow())
+            .returning(Chunk.id)
+        ).first()
+        return released is not None
 
     def mark_job_running(self, job_id: str, now: datetime) -> None:
         self.session.execute(
@@ -138,6 +163,9 @@ class JobRepository:
                 Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]),
             )
         ) or 0)
+
+    def mark_finalize_requested(self, job_id: str, now: datetime) -> None:
+        self.session.execute(update(Job).where(Job.id == job_id).values(finalize_requested_at=now))
 
     def set_job_status(self, job_id: str, status: JobStatus, finished_at: datetime | None,
                        error: str | None = None) -> None:

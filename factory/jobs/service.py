@@ -93,7 +93,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     repo.add_job(job)
     repo.add_chunks([
         {"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
-         "attempts": 0, "created_at": now}
+         "attempts": 0, "created_at": now, "enqueued_at": now}
         for seq, cid in enumerate(chunk_ids)
     ])
     items: list[dict[str, Any]] = []

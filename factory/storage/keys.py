@@ -30,3 +30,9 @@ def job_manifest_key(tenant_id: str, job_id: str) -> str:
     """A small JSON summary of a finished job (counts, model, parameters)."""
     return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
             "/manifest.json")
+
+
+def job_errors_key(tenant_id: str, job_id: str) -> str:
+    """The job's error file: one JSONL line per failed item, with the reason (written at finalization)."""
+    return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
+            "/errors.jsonl")

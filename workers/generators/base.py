@@ -59,6 +59,16 @@ class GeneratorInfo:
     libraries: dict[str, str] = field(default_factory=dict)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The batch did not fit: ``torch.cuda.OutOfMemoryError``, a CUDA or CPU allocator
+    ``RuntimeError`` saying so, or Python's ``MemoryError``. Told apart by name and
+    message so this module needs no torch."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
 class Generator(Protocol):
     info: GeneratorInfo
 

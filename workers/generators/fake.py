@@ -1,16 +1,22 @@
 """A fast, deterministic stand-in generator for tests of the queue and the data path.
 
-Never the default. A prompt containing ``POISON`` raises, to test isolation of a
-bad item; ``delay_s`` makes a batch take time, to test kills and timeouts.
+Never the default. Markers in a prompt inject faults, for the fault-injection tests:
+``POISON`` raises (a bad item the generator crashes on), ``STALL`` hangs (a chunk
+that never finishes on its own), ``CRASH`` kills the whole process (a bad item that
+takes its worker down). ``delay_s`` makes every batch take time, so kills land mid-chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 
 from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo
+
+STALL_S = 3600.0
+CRASH_EXIT_CODE = 70
 
 
 class PoisonedPrompt(RuntimeError):
@@ -38,6 +44,10 @@ class FakeGenerator:
         for req in batch:
             if "POISON" in req.prompt:
                 raise PoisonedPrompt("generator crashed on this prompt")
+            if "STALL" in req.prompt:
+                time.sleep(STALL_S)  # interrupted by the task's soft time limit
+            if "CRASH" in req.prompt:
+                os._exit(CRASH_EXIT_CODE)
             tag = hashlib.sha256(f"{req.seed}:{req.messages}".encode()).hexdigest()[:8]
             text = f"[{tag}] {req.prompt[:60]}"
             out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),

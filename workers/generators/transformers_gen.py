@@ -18,7 +18,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo
+from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,13 @@ class TransformersGenerator:
         for i, req in enumerate(batch):
             groups.setdefault(req.sampling_key(), []).append(i)
         for indices in groups.values():
-            for i, res in zip(indices, self._generate_group([batch[i] for i in indices]), strict=True):
+            try:
+                group = self._generate_group([batch[i] for i in indices])
+            except Exception as exc:
+                if is_out_of_memory(exc) and self.device.type == "cuda":
+                    torch.cuda.empty_cache()  # give the caller's smaller retry the memory back
+                raise
+            for i, res in zip(indices, group, strict=True):
                 results[i] = res
         return [r for r in results if r is not None]
 

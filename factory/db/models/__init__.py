@@ -1,6 +1,7 @@
 """Every table. Import from here so Alembic sees the whole metadata."""
 
 from factory.db.models.jobs import Chunk, ChunkState, Item, ItemState, Job, JobStatus
+from factory.db.models.leases import LeaderLease
 from factory.db.models.outbox import OutboxMessage
 
-__all__ = ["Chunk", "ChunkState", "Item", "ItemState", "Job", "JobStatus", "OutboxMessage"]
+__all__ = ["Chunk", "ChunkState", "Item", "ItemState", "Job", "JobStatus", "LeaderLease", "OutboxMessage"]

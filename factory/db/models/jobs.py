@@ -80,6 +80,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When its finalize task was last asked for; the reconciler asks again if that
+    # wake-up was lost (see factory/reliability/).
+    finalize_requested_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="job", lazy="raise", order_by="Chunk.seq")
@@ -103,6 +106,9 @@ class Chunk(Base):
     storage_key: Mapped[str | None] = mapped_column(String(512), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When its latest wake-up (a generate_chunk message) was queued: at submit, when a
+    # worker hands it back for a retry, when the reconciler re-enqueues it.
+    enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 

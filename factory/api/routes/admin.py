@@ -1,0 +1,17 @@
+"""Operator views. Counts only (no job or chunk ids), so nothing of one tenant shows to another."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from factory.api.deps import SessionDep, SettingsDep
+from factory.reliability import service as reliability
+from factory.reliability.schemas import DoctorReport
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.get("/doctor")
+def doctor(session: SessionDep, settings: SettingsDep) -> DoctorReport:
+    """What ``factory doctor`` reports: stuck chunks, dead letters, queue depths, lag, outbox, reconciler."""
+    return reliability.doctor(session, settings, detail=0)

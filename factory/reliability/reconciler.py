@@ -1,0 +1,138 @@
+"""The reconciler process: a pass every ``FACTORY_RECONCILE_INTERVAL_S``, one active instance.
+
+Why a lease row in the database rather than a Redis lock or a PostgreSQL
+advisory lock: it works on both databases the factory supports; it survives the
+broker losing its data, which is one of the faults the reconciler exists to
+repair (a Redis lock would vanish with it and let a second instance in exactly
+then); and it is the same conditional-UPDATE lease the chunks use, with a TTL
+(``FACTORY_RECONCILE_LEASE_S``) so a crashed leader is replaced without anyone's
+help. Correctness never depends on it: every rule is a conditional UPDATE and a
+duplicate wake-up is harmless, so two instances that both believe they lead
+(a clock jump, a stalled leader waking up) only do some work twice.
+
+Each rule runs in its own transaction, and what it asks to publish is relayed
+after its commit. A rule that fails (database or broker away) is logged and
+tried again next pass; the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from factory.config import Settings
+from factory.db.session import get_sessionmaker, session_scope
+from factory.outbox import relay
+from factory.reliability import service
+from factory.reliability.schemas import ReconcilePass
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, *, grace_s: float | None = None) -> None:
+        self.settings = settings
+        self.grace_s = settings.reconcile_grace_s if grace_s is None else grace_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.leading = False
+
+    def run_once(self) -> ReconcilePass:
+        if not self._lead():
+            return ReconcilePass(leader=False)
+        result = ReconcilePass(leader=True)
+        # Unsent messages first, so the broker holds them before it is checked for lost ones.
+        self._step(result, "outbox", self._relay_stale_outbox)
+        self._step(result, "dead-letter", self._dead_letter)
+        self._step(result, "expired-leases", self._requeue_expired)
+        self._step(result, "finalize", self._finalize_forgotten)
+        self._step(result, "lost-wake-ups", self._requeue_lost)
+        return result
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Pass after pass until ``stop`` is set; then hand the lease over at once."""
+        while not stop.is_set():
+            result = self.run_once()
+            if result.acted or result.failed_steps:
+                log.info("reconcile pass: %s", result.model_dump_json())
+            stop.wait(self.settings.reconcile_interval_s)
+        self.step_down()
+
+    def step_down(self) -> None:
+        if not self.leading:
+            return
+        try:
+            with session_scope(self.settings.database_url) as session:
+                service.step_down(session, self.owner)
+        except Exception as exc:
+            log.warning("could not release the reconciler lease (%s); it expires on its own", type(exc).__name__)
+        self.leading = False
+
+    # --- internals ---------------------------------------------------------
+    def _lead(self) -> bool:
+        try:
+            with session_scope(self.settings.database_url) as session:
+                leading = service.take_leadership(session, self.owner, self.settings.reconcile_lease_s)
+        except Exception as exc:
+            log.warning("reconciler: database unavailable (%s)", type(exc).__name__)
+            leading = False
+        if leading != self.leading:
+            log.info("reconciler %s %s", self.owner, "now leads" if leading else "is standing by")
+        self.leading = leading
+        return leading
+
+    def _step(self, result: ReconcilePass, name: str, step: Callable[[ReconcilePass], None]) -> None:
+        try:
+            step(result)
+        except Exception as exc:
+            log.warning("reconcile step %s failed (%s); next pass tries again", name, type(exc).__name__)
+            result.failed_steps.append(name)
+
+    def _commit_then_relay(self, rule: Callable[[Session], list[str]]) -> None:
+        with session_scope(self.settings.database_url) as session:
+            outbox_ids = rule(session)
+        if outbox_ids:
+            with get_sessionmaker(self.settings.database_url)() as session:
+                relay.relay(session, self.settings, outbox_ids)
+
+    def _relay_stale_outbox(self, result: ReconcilePass) -> None:
+        with get_sessionmaker(self.settings.database_url)() as session:
+            ids = service.stale_outbox_ids(session, self.grace_s)
+            if ids:
+                result.outbox_sent += relay.relay(session, self.settings, ids)
+
+    def _dead_letter(self, result: ReconcilePass) -> None:
+        def rule(session: Session) -> list[str]:
+            result.dead_lettered, ids = service.dead_letter_exhausted(session, self.settings)
+            return ids
+
+        self._commit_then_relay(rule)
+
+    def _requeue_expired(self, result: ReconcilePass) -> None:
+        def rule(session: Session) -> list[str]:
+            result.requeued_expired, ids = service.requeue_expired(session, self.settings)
+            return ids
+
+        self._commit_then_relay(rule)
+
+    def _finalize_forgotten(self, result: ReconcilePass) -> None:
+        def rule(session: Session) -> list[str]:
+            ids = service.finalize_forgotten(session)
+            result.finalize_requested += len(ids)
+            return ids
+
+        self._commit_then_relay(rule)
+
+    def _requeue_lost(self, result: ReconcilePass) -> None:
+        def rule(session: Session) -> list[str]:
+            chunks, jobs, ids = service.requeue_lost(session, self.settings, self.grace_s)
+            result.requeued_lost += chunks
+            result.finalize_requested += jobs
+            return ids
+
+        self._commit_then_relay(rule)

@@ -1,0 +1,40 @@
+"""The S3 server stopped and started mid-batch (a dedicated SeaweedFS instance for this test)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import RigFactory
+from tests.faults.rig import s3_storage
+from tests.services import SeaweedS3
+
+pytestmark = pytest.mark.slow
+
+
+def test_s3_stopped_and_started_mid_batch(make_rig: RigFactory, pg_db: str, broker_url: str,
+                                           tmp_path: Path) -> None:
+    s3 = SeaweedS3(tmp_path / "s3")
+    try:
+        rig = make_rig(pg_db, broker_url, s3_storage(s3.endpoint, "outage"))
+        rig.reconciler()
+        rig.worker()
+        job_id, expected = rig.submit()
+        rig.running_chunk(job_id, min_done=2)
+        s3.stop()
+        time.sleep(4)  # saves fail or hang meanwhile
+        done_during_outage = rig.done_chunks(job_id)
+        s3.start()
+        job = rig.wait_finished(job_id)
+        ledger = rig.ledger(job_id, expected)
+        assert job["status"] == "succeeded" and len(ledger.texts) == len(expected) and ledger.errors == {}
+        assert done_during_outage < len(rig.chunks(job_id))
+        # saves failed or hung meanwhile: retried, handed back, or (hung past the hard time limit)
+        # killed and re-run once the lease ran out
+        logs = "".join(w.log() for w in rig.workers)
+        assert "StorageError" in logs or "Soft time limit" in logs
+        assert all(c.attempts <= 2 for c in rig.chunks(job_id))
+    finally:
+        s3.close()
