@@ -59,6 +59,11 @@ def model_queue(settings: Settings, model: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
+def priority_queue(settings: Settings, model: str) -> Queue:
+    name = settings.priority_queue_for_model(model)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 _producers: dict[str, Celery] = {}
 _producers_lock = threading.Lock()
 

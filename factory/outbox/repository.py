@@ -32,7 +32,7 @@ class OutboxRepository:
             stmt = stmt.where(OutboxMessage.id.in_(ids))
         return list(self.session.scalars(stmt.order_by(OutboxMessage.created_at).limit(limit)))
 
-    def mark_sent(self, message_id: str) -> None:
+    def mark_sent(self, message_ids: Sequence[str]) -> None:
         self.session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == message_id).values(sent_at=utcnow())
+            update(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).values(sent_at=utcnow())
         )

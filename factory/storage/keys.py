@@ -30,3 +30,9 @@ def job_manifest_key(tenant_id: str, job_id: str) -> str:
     """A small JSON summary of a finished job (counts, model, parameters)."""
     return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
             "/manifest.json")
+
+
+def file_content_key(tenant_id: str, file_id: str) -> str:
+    """An uploaded or generated file (OpenAI Files API): one object per file id."""
+    return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/files/{_check(file_id, _ID, 'file id')}"
+            "/content.jsonl")

@@ -81,14 +81,18 @@ class KindHandler:
             prov.update(outcome.extra)
         return prov
 
-    def finalize(self, session: Session, job: Job, store: ObjectStore) -> None:
-        """The job-level step after every chunk ended. Must be idempotent (it can run twice)."""
+    def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
+        """The job-level step after every chunk ended. Must be idempotent (it can run twice).
+
+        Returns outbox ids to relay once the job's final status is committed (e.g. a webhook).
+        """
         counts = {state.value: n for state, n in execution.item_counts(session, job.id).items()}
         manifest = {"job_id": job.id, "kind": job.kind, "model": job.model, "seed": job.seed,
                     "params": job.params, "template_sha256": job.template_sha256, "counts": counts,
                     "chunks": job.chunk_count, "factory_version": __version__}
         store.put_bytes(job_manifest_key(job.tenant_id, job.id), canonical_json(manifest).encode(),
                         "application/json")
+        return []
 
 
 def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Outcome]:

@@ -114,7 +114,7 @@ def finalize_job(self: Task, job_id: str) -> str:
         if job is None:
             return "skipped"
         try:
-            handler_for(job.kind).finalize(session, job, open_store(settings))
+            outbox_ids = handler_for(job.kind).finalize(session, job, open_store(settings))
         except Exception as exc:
             if self.request.retries < (self.max_retries or 0):
                 raise self.retry(countdown=2 ** self.request.retries, exc=exc) from exc
@@ -123,4 +123,5 @@ def finalize_job(self: Task, job_id: str) -> str:
             execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
             return "failed"
         status: Any = execution.finish_job(session, job_id)
+    _relay(settings, outbox_ids)  # after the final status is committed
     return f"finished:{status}"
