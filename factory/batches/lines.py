@@ -20,20 +20,19 @@ messages never repeat the submitted values.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from factory.chat.schemas import ChatCompletionRequest
+from factory.chat.schemas import ChatCompletionRequest, messages_sha256
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.errors import InvalidInput
 from factory.jobs.schemas import JobCreate
 from factory.jobs.service import render_audience
 from factory.models import registry
-from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
+from factory.provenance.hashing import derive_seed, sha256_text
 
 CHAT = "/v1/chat/completions"
 PERSONALIZE = "/v1/personalize"
@@ -41,7 +40,47 @@ AUGMENT = "/v1/augment"
 SUPPORTED_URLS = (CHAT, PERSONALIZE, AUGMENT)
 UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
 MAX_CUSTOM_ID = 256
-_ENVELOPE_KEYS = frozenset({"custom_id", "method", "url", "body"})
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    custom_id: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOM_ID)]
+    method: Literal["POST"]
+
+
+class PersonalizeBody(JobCreate):
+    """The job API's body; ``kind`` may be left out (the URL says it)."""
+
+    kind: Literal["personalization"] = "personalization"
+
+
+class AugmentBody(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class ChatLine(_Envelope):
+    url: Literal["/v1/chat/completions"]
+    body: ChatCompletionRequest
+
+
+class PersonalizeLine(_Envelope):
+    url: Literal["/v1/personalize"]
+    body: PersonalizeBody
+
+
+class AugmentLine(_Envelope):
+    url: Literal["/v1/augment"]
+    body: AugmentBody
+
+
+Line = ChatLine | PersonalizeLine | AugmentLine
+# One pass in pydantic-core parses the JSON and validates the envelope and the body the URL selects.
+_LINE: TypeAdapter[Line] = TypeAdapter(Annotated[Line, Field(discriminator="url")])
+_ENVELOPE_FIELDS = ("custom_id", "method", "url", "body")
+EMPTY_SHA256 = sha256_text("")
 
 
 class LineError(Exception):
@@ -97,72 +136,69 @@ class LineContext:
         return name
 
 
-def parse_envelope(raw: bytes) -> tuple[str, str, dict[str, Any]]:
-    """(custom_id, url, body) of a JSON line, or a LineError naming what is wrong."""
+def parse_line(raw: bytes) -> Line:
+    """The validated line, or a LineError with an OpenAI-style code and the parameter at fault."""
     try:
-        line = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise LineError("invalid_json_line", "this line is not valid JSON") from None
-    if not isinstance(line, dict):
-        raise LineError("invalid_json_line", "this line is not a JSON object")
-    unknown = sorted(set(line) - _ENVELOPE_KEYS)
-    if unknown:
-        raise LineError("invalid_request", f"unknown field '{unknown[0][:64]}'", unknown[0][:64])
-    for name in ("custom_id", "method", "url", "body"):
-        if name not in line:
-            raise LineError("missing_required_parameter", f"missing required field '{name}'", name)
-    custom_id, method, url, body = line["custom_id"], line["method"], line["url"], line["body"]
-    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID:
-        raise LineError("invalid_request", f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters",
-                        "custom_id")
-    if method != "POST":
-        raise LineError("invalid_method", "method must be POST", "method")
-    if url not in SUPPORTED_URLS:
-        raise LineError("invalid_url", "url must be one of " + ", ".join(SUPPORTED_URLS), "url")
-    if not isinstance(body, dict):
-        raise LineError("invalid_request", "body must be a JSON object", "body")
-    return custom_id, url, body
-
-
-def expand(ctx: LineContext, line_no: int, custom_id: str, url: str, body: dict[str, Any]) -> list[ItemSpec]:
-    if url == CHAT:
-        return _expand_chat(ctx, line_no, custom_id, body)
-    if url == PERSONALIZE:
-        return _expand_personalize(ctx, line_no, custom_id, body)
-    return _expand_augment(ctx, line_no, custom_id, body)
-
-
-def _pydantic_error(exc: ValidationError) -> LineError:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()))
-    param = f"body.{loc}" if loc else "body"
-    # Only the message: pydantic's 'input' and 'ctx' would echo the submitted value.
-    return LineError("invalid_request", f"{param}: {first.get('msg', 'invalid value')}", param)
-
-
-def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, body: dict[str, Any]) -> list[ItemSpec]:
-    try:
-        req = ChatCompletionRequest.model_validate(body)
+        return _LINE.validate_json(raw)
     except ValidationError as exc:
-        raise _pydantic_error(exc) from None
+        raise _line_error(exc.errors(include_input=False, include_context=False)) from None
+
+
+def _line_error(errors: list[Any]) -> LineError:
+    """The most telling error first: not JSON, then the envelope (url, custom_id, method), then the body."""
+    def rank(err: Any) -> int:
+        loc = err.get("loc", ())
+        if not loc or err["type"].startswith("union_tag"):
+            return 0
+        return 1 if len(loc) < 3 and loc[1] != "body" else 2
+
+    err = min(errors, key=rank)
+    kind, loc = err["type"], tuple(str(p) for p in err.get("loc", ()))
+    if kind == "json_invalid":
+        return LineError("invalid_json_line", "this line is not valid JSON")
+    if not loc and kind != "union_tag_not_found" and kind != "union_tag_invalid":
+        return LineError("invalid_json_line", "this line is not a JSON object")
+    if kind == "union_tag_not_found":
+        return LineError("missing_required_parameter", "missing required field 'url'", "url")
+    if kind == "union_tag_invalid":
+        return LineError("invalid_url", "url must be one of " + ", ".join(SUPPORTED_URLS), "url")
+    param = loc[1] if len(loc) == 2 else "body." + ".".join(loc[2:])
+    param = param[:128]
+    if kind == "missing":
+        return LineError("missing_required_parameter", f"missing required field '{param}'", param)
+    if param == "method":
+        return LineError("invalid_method", "method must be POST", "method")
+    if param == "custom_id":
+        return LineError("invalid_request", f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters",
+                         "custom_id")
+    if kind == "extra_forbidden" and param not in _ENVELOPE_FIELDS and not param.startswith("body."):
+        return LineError("invalid_request", f"unknown field '{param}'", param)
+    return LineError("invalid_request", f"{param}: {err.get('msg', 'invalid value')}", param)
+
+
+def expand(ctx: LineContext, line_no: int, line: Line) -> list[ItemSpec]:
+    if isinstance(line, ChatLine):
+        return _expand_chat(ctx, line_no, line.custom_id, line.body)
+    if isinstance(line, PersonalizeLine):
+        return _expand_personalize(ctx, line_no, line.custom_id, line.body)
+    return _expand_augment(ctx, line_no, line.custom_id, line.body)
+
+
+def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatCompletionRequest) -> list[ItemSpec]:
     ctx.use_model(req.model)
     if req.n > ctx.settings.max_variants:
         raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
     messages = req.generation_messages()
     request = {"messages": messages, "params": req.generation_params(), "stop": req.stop_list()}
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    prompt_sha = sha256_text(canonical_json(messages))
+    prompt_sha = messages_sha256(messages)
     record = {"line": line_no, "url": CHAT}
     return [ItemSpec(key=custom_id, variant=i, record=record, prompt=prompt, prompt_sha256=prompt_sha,
                      request=request, seed=seed)
             for i, seed in enumerate(choice_seeds(req.seed, ctx.batch_seed, custom_id, req.n))]
 
 
-def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, body: dict[str, Any]) -> list[ItemSpec]:
-    try:
-        job = JobCreate.model_validate({"kind": "personalization", **body})
-    except ValidationError as exc:
-        raise _pydantic_error(exc) from None
+def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: PersonalizeBody) -> list[ItemSpec]:
     ctx.use_model(job.model or ctx.model or ctx.settings.model)
     try:
         _, keys, prompts = render_audience(ctx.settings, job)
@@ -187,12 +223,9 @@ def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, body: di
     return specs
 
 
-def _expand_augment(ctx: LineContext, line_no: int, custom_id: str, body: dict[str, Any]) -> list[ItemSpec]:
-    model = body.get("model")
-    if model is not None:
-        if not isinstance(model, str):
-            raise LineError("invalid_request", "body.model must be a string", "body.model")
-        ctx.use_model(model)
+def _expand_augment(ctx: LineContext, line_no: int, custom_id: str, body: AugmentBody) -> list[ItemSpec]:
+    if body.model is not None:
+        ctx.use_model(body.model)
     return [ItemSpec(key=custom_id, variant=0, record={"line": line_no, "url": AUGMENT}, prompt="",
-                     prompt_sha256=sha256_text(""), request=None, seed=0,
+                     prompt_sha256=EMPTY_SHA256, request=None, seed=0,
                      error=f"{UNSUPPORTED_ENDPOINT}: {AUGMENT} is not available on this server yet")]

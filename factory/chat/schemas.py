@@ -7,10 +7,12 @@ silently ignored, except a few that change nothing about generation (``user``,
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic_core import to_json
 
 # The same bounds as a personalization job's GenerationParams.
 MAX_TOKENS = 1024
@@ -96,3 +98,8 @@ class ChatCompletionRequest(BaseModel):
 
     def generation_messages(self) -> list[dict[str, str]]:
         return [m.as_generation_message() for m in self.messages]
+
+
+def messages_sha256(messages: list[dict[str, str]]) -> str:
+    """The prompt fingerprint of a chat request: sha256 of its messages as compact JSON."""
+    return hashlib.sha256(to_json(messages)).hexdigest()

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from factory.chat.completions import completion_body
-from factory.chat.schemas import ChatCompletionRequest
+from factory.chat.schemas import ChatCompletionRequest, messages_sha256
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.db.models import Item, ItemState, Job
@@ -31,7 +31,6 @@ from factory.jobs import service as jobs_service
 from factory.jobs.repository import JobRepository
 from factory.jobs.writer import JobWriter
 from factory.models import registry
-from factory.provenance.hashing import canonical_json, sha256_text
 
 KIND = "chat"
 URL = "/v1/chat/completions"
@@ -65,7 +64,7 @@ def submit(session: Session, settings: Settings, tenant_id: str, body: ChatCompl
     writer = JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=model,
                        queue=settings.priority_queue_for_model(model), params=params, seed=job_seed)
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    prompt_sha = sha256_text(canonical_json(messages))
+    prompt_sha = messages_sha256(messages)
     for i, seed in enumerate(choice_seeds(body.seed, job_seed, "chat", body.n)):
         writer.add(key="chat", variant=i, record={"url": URL}, prompt=prompt, prompt_sha256=prompt_sha,
                    request=request, seed=seed)

@@ -5,15 +5,49 @@ Every query takes the tenant where user data is read through the API.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from pydantic_core import to_json
+from sqlalchemy import Column, MetaData, Table, Text, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from factory.db.base import utcnow
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
+
+_ITEM_COLUMNS = ("id", "tenant_id", "job_id", "chunk_id", "seq", "key", "variant", "record", "prompt", "request",
+                 "prompt_sha256", "seed", "state", "error", "finished_at")
+_JSON_COLUMNS = frozenset({"record", "request"})
+
+
+def _json_text(value: Any) -> str | None:
+    # pydantic-core's serializer: ~5x faster than json.dumps, which matters at 50,000 items a request.
+    return None if value is None else to_json(value).decode()
+
+
+def _items_with_json_as_text() -> Table:
+    """The items table with its JSON columns typed as text: rows arrive with their JSON already serialised."""
+    columns = [Column(c.name, Text() if c.name in _JSON_COLUMNS else c.type)
+               for c in Item.__table__.columns if c.name in _ITEM_COLUMNS]
+    return Table("items", MetaData(), *columns)
+
+
+_ITEMS_JSON_AS_TEXT = _items_with_json_as_text()
+
+
+def _item_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """One row in _ITEM_COLUMNS order: JSON serialised, enums as their value, None as NULL."""
+    out = []
+    for column in _ITEM_COLUMNS:
+        value = row.get(column)
+        if column in _JSON_COLUMNS:
+            value = _json_text(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out.append(value)
+    return tuple(out)
 
 
 class JobRepository:
@@ -30,8 +64,27 @@ class JobRepository:
             self.session.execute(insert(Chunk), list(rows))
 
     def add_items(self, rows: Sequence[dict[str, Any]], batch: int = 2000) -> None:
+        """Bulk insert: COPY on PostgreSQL, a Core executemany elsewhere (SQLite).
+
+        A 50,000-line batch file writes at least 50,000 items inside one request; the
+        ORM's bulk insert spent most of that time on per-row bookkeeping, COPY and a
+        plain executemany do not (see bench/ingest.py).
+        """
+        if not rows:
+            return
+        if self.session.get_bind().dialect.name == "postgresql":
+            self._copy_items(rows)
+            return
         for start in range(0, len(rows), batch):
-            self.session.execute(insert(Item), list(rows[start:start + batch]))
+            group = [dict(zip(_ITEM_COLUMNS, _item_values(r), strict=True)) for r in rows[start:start + batch]]
+            self.session.execute(insert(_ITEMS_JSON_AS_TEXT), group)
+
+    def _copy_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.session.flush()  # the job and chunk rows first: items reference them
+        cursor = self.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(_item_values(row))
 
     # --- reading -----------------------------------------------------------
     def get(self, tenant_id: str, job_id: str) -> Job | None:

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from factory.batches import service as batches_service
 from factory.config import Settings
-from factory.db.models import Batch, Job, StoredFile
+from factory.db.models import Batch, Item, ItemState, Job, StoredFile
 from factory.db.session import get_sessionmaker
 from factory.storage import close_stores, open_store
 from tests.processes import api_server, factory_env, worker
@@ -228,20 +228,22 @@ def test_cancel_a_running_batch_keeps_finished_lines(pg_db: str, broker_url: str
 def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_url: str, tmp_path: Path,
                                                            request: pytest.FixtureRequest) -> None:
     env = env_for(pg_db, broker_url, tmp_path, FACTORY_FAKE_DELAY_S="1.0", FACTORY_BATCH_WINDOW_OVERRIDE_S="3")
-    lines = [chat(f"e{i:02d}", f"line {i}") for i in range(14)]
+    lines = [chat(f"e{i:02d}", f"line {i}") for i in range(20)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
         http = httpx.Client(base_url=url, timeout=30)
         request.addfinalizer(http.close)
         batch = create_batch(http, lines)
         assert batch["expires_at"] - batch["created_at"] == 3
         with get_sessionmaker(pg_db)() as s:  # watch the rows, not the API: reading a batch would expire it
-            def due() -> dict[str, Any] | None:
+            def due_with_progress() -> dict[str, Any] | None:
                 s.rollback()
                 row = s.get(Batch, batch["id"])
-                assert row is not None and row.expires_at is not None
-                return {} if time.time() > row.expires_at.timestamp() + 0.2 else None
+                assert row is not None and row.expires_at is not None and row.job_id is not None
+                done = s.scalar(select(func.count()).select_from(Item).where(
+                    Item.job_id == row.job_id, Item.state == ItemState.SUCCEEDED)) or 0
+                return {} if done >= 2 and time.time() > row.expires_at.timestamp() + 0.2 else None
 
-            wait_until(due, 30, "the window to pass")
+            wait_until(due_with_progress, 60, "the window to pass with some lines done")
         out = subprocess.run([sys.executable, "-m", "factory.cli", "batches", "expire"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -251,8 +253,8 @@ def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_ur
 
     assert done["status"] == "expired" and done["expired_at"] is not None and done["cancelled_at"] is None
     counts = done["request_counts"]
-    assert counts["total"] == 14 and counts["completed"] + counts["failed"] == 14
-    assert 1 <= counts["completed"] < 14
+    assert counts["total"] == 20 and counts["completed"] + counts["failed"] == 20
+    assert 2 <= counts["completed"] < 20
     assert len(output) == counts["completed"]
     assert {x["error"]["code"] for x in errors} == {"batch_expired"} and len(errors) == counts["failed"]
     assert all(x["response"] is None for x in errors)

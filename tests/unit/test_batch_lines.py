@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from factory.batches.lines import LineContext, LineError, expand, parse_envelope
+from factory.batches.lines import ChatLine, LineContext, LineError, expand, parse_line
 from factory.batches.output import ERROR, OUTPUT, Tally, group_lines, render_line
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
@@ -28,9 +28,14 @@ def chat_line(**body: Any) -> bytes:
                        "body": {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], **body}}).encode()
 
 
-def test_envelope_parses() -> None:
-    assert parse_envelope(chat_line()) == ("c1", "/v1/chat/completions",
-                                           {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+def test_line_parses_into_the_model_its_url_selects() -> None:
+    line = parse_line(chat_line())
+    assert isinstance(line, ChatLine) and line.custom_id == "c1" and line.body.model == MODEL
+
+
+def _expand(raw: bytes, context: LineContext | None = None, custom_id: str = "c1") -> list[Any]:
+    line = parse_line(raw)
+    return expand(context or ctx(), 4, line.model_copy(update={"custom_id": custom_id}))
 
 
 @pytest.mark.parametrize(("raw", "code", "param"), [
@@ -42,11 +47,15 @@ def test_envelope_parses() -> None:
     (b'{"custom_id": 7, "method": "POST", "url": "/v1/chat/completions", "body": {}}', "invalid_request", "custom_id"),
     (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": []}', "invalid_request", "body"),
     (b'{"custom_id": "a", "method": "POST", "url": "/v1/augment", "body": {}, "x": 1}', "invalid_request", "x"),
+    (b'{"custom_id": "a", "method": "POST", "body": {}}', "missing_required_parameter", "url"),
+    (b'{"custom_id": "", "method": "POST", "url": "/v1/augment", "body": {}}', "invalid_request", "custom_id"),
+    (b'"just a string"', "invalid_json_line", None),
 ])
 def test_envelope_errors_carry_a_code_and_the_param(raw: bytes, code: str, param: str | None) -> None:
     with pytest.raises(LineError) as info:
-        parse_envelope(raw)
+        parse_line(raw.replace(b'"/v1/embeddings"', b'"/v1/embeddings-' + CANARY.encode() + b'"'))
     assert (info.value.code, info.value.param) == (code, param)
+    assert CANARY not in info.value.message
 
 
 @pytest.mark.parametrize(("body", "code", "param"), [
@@ -60,18 +69,20 @@ def test_envelope_errors_carry_a_code_and_the_param(raw: bytes, code: str, param
     ({"messages": []}, "invalid_request", "body.messages"),
 ])
 def test_chat_body_errors_name_the_param_and_never_echo(body: dict[str, Any], code: str, param: str) -> None:
-    _, url, parsed = parse_envelope(chat_line(**body))
     with pytest.raises(LineError) as info:
-        expand(ctx(), 1, "c1", url, parsed)
+        _expand(chat_line(**body))
     assert (info.value.code, info.value.param) == (code, param)
     assert CANARY not in info.value.message
 
 
+def _line(url: str, body: dict[str, Any]) -> bytes:
+    return json.dumps({"custom_id": "x", "method": "POST", "url": url, "body": body}).encode()
+
+
 def test_chat_line_expands_to_n_items_with_request_and_seeds() -> None:
-    _, url, body = parse_envelope(chat_line(n=3, max_tokens=12, temperature=0.5, seed=42, stop="END",
-                                            messages=[{"role": "developer", "content": "Be brief."},
-                                                      {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]))
-    specs = expand(ctx(), 4, "c1", url, body)
+    specs = _expand(chat_line(n=3, max_tokens=12, temperature=0.5, seed=42, stop="END",
+                              messages=[{"role": "developer", "content": "Be brief."},
+                                        {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]))
     assert [s.variant for s in specs] == [0, 1, 2]
     assert specs[0].seed == 42 and specs[1].seed == derive_seed(42, "choice", 1)
     assert specs[0].request == {"messages": [{"role": "system", "content": "Be brief."},
@@ -80,6 +91,7 @@ def test_chat_line_expands_to_n_items_with_request_and_seeds() -> None:
                                            "repetition_penalty": 1.1},
                                 "stop": ["END"]}
     assert specs[0].record == {"line": 4, "url": "/v1/chat/completions"} and specs[0].prompt == "Hi"
+    assert specs[0].key == "c1"
 
 
 def test_chat_without_seed_derives_from_batch_seed_and_custom_id() -> None:
@@ -89,19 +101,18 @@ def test_chat_without_seed_derives_from_batch_seed_and_custom_id() -> None:
 
 def test_one_model_per_batch() -> None:
     context = ctx()
-    _, url, body = parse_envelope(chat_line())
-    expand(context, 1, "a", url, body)
+    _expand(chat_line(), context, "a")
     assert context.model == MODEL
     context.model = "other-model"
     with pytest.raises(LineError) as info:
-        expand(context, 2, "b", url, body)
+        _expand(chat_line(), context, "b")
     assert info.value.code == "mismatched_model"
 
 
 def test_personalize_line_renders_every_recipient_and_variant() -> None:
     body = {"template": "Hi {{ name }}", "audience": [{"id": "r1", "name": "Ana"}, {"id": "r2", "name": "Ben"}],
             "variants": 2, "params": {"seed": 5, "max_new_tokens": 8}, "system_prompt": "Short."}
-    specs = expand(ctx(), 3, "p1", "/v1/personalize", body)
+    specs = _expand(_line("/v1/personalize", body), custom_id="p1")
     assert [(s.record["recipient"], s.record["variant"], s.variant) for s in specs] == [
         ("r1", 0, 0), ("r1", 1, 1), ("r2", 0, 2), ("r2", 1, 3)]
     assert specs[2].prompt == "Hi Ben"
@@ -119,12 +130,12 @@ def test_personalize_line_renders_every_recipient_and_variant() -> None:
 ])
 def test_personalize_errors(body: dict[str, Any], param: str) -> None:
     with pytest.raises(LineError) as info:
-        expand(ctx(), 1, "p", "/v1/personalize", body)
+        _expand(_line("/v1/personalize", body))
     assert info.value.param == param and CANARY not in info.value.message
 
 
 def test_augment_line_is_accepted_but_born_failed() -> None:
-    [spec] = expand(ctx(), 1, "g", "/v1/augment", {"model": MODEL, "records": []})
+    [spec] = _expand(_line("/v1/augment", {"model": MODEL, "records": []}))
     assert spec.error is not None and spec.error.startswith("unsupported_endpoint: ")
 
 
