@@ -8,10 +8,9 @@ silently ignored, except a few that change nothing about generation (``user``,
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic_core import to_json
 
 # The same bounds as a personalization job's GenerationParams.
@@ -39,50 +38,30 @@ class ChatMessage(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
+StopString = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+
+
 class ChatCompletionRequest(BaseModel):
+    # Constraints only, no Python validators: a 50,000-line batch validates every line with this.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: Annotated[str, Field(min_length=1, max_length=128)]
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     n: int = Field(default=1, ge=1, le=64)
-    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
     # Not OpenAI: the model's repetition penalty (1.0 = off).
-    repetition_penalty: float | None = Field(default=None, ge=1.0, le=2.0)
-    stream: StrictBool | None = None
+    repetition_penalty: float | None = Field(default=None, ge=1.0, le=2.0, allow_inf_nan=False)
+    # Streaming is not offered: only false (or nothing) is accepted.
+    stream: Literal[False] | None = None
     # Accepted and ignored: they do not change what is generated.
     user: Annotated[str, Field(max_length=256)] | None = None
     store: StrictBool | None = None
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = None
-
-    @field_validator("temperature", "top_p", "repetition_penalty", mode="before")
-    @classmethod
-    def _finite_number(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError("must be a number")
-        if isinstance(v, int):
-            return float(v)
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
-
-    @field_validator("stop")
-    @classmethod
-    def _stops_not_empty(cls, v: str | list[str] | None) -> str | list[str] | None:
-        stops = [v] if isinstance(v, str) else (v or [])
-        if any(not s or len(s) > 64 for s in stops):
-            raise ValueError("stop strings must be 1 to 64 characters")
-        return v
-
-    @model_validator(mode="after")
-    def _no_streaming(self) -> ChatCompletionRequest:
-        if self.stream:
-            raise ValueError("stream is not supported; leave it unset or false")
-        return self
 
     def generation_params(self) -> dict[str, Any]:
         """Our sampling parameters; OpenAI's defaults where the body says nothing (temperature 1, top_p 1)."""

@@ -9,7 +9,6 @@ owns the transaction, so a file that turns out bad half-way is rolled back whole
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session
 from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus
-from factory.jobs.repository import JobRepository
+from factory.jobs.repository import JobRepository, json_text
 from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
@@ -45,7 +44,9 @@ class JobWriter:
         self.repo.add_job(self.job)
         self.chunk_ids: list[str] = []
         self._chunks: list[dict[str, Any]] = []
-        self._items: list[dict[str, Any]] = []
+        self._items: list[tuple[Any, ...]] = []
+        self._last_request: dict[str, Any] | None = None
+        self._last_request_json: str | None = None
         self.count = 0
 
     def add(self, *, key: str, variant: int, record: dict[str, Any], prompt: str, prompt_sha256: str,
@@ -57,14 +58,13 @@ class JobWriter:
             self._chunks.append({"id": chunk_id, "tenant_id": self.tenant_id, "job_id": self.job.id,
                                  "seq": len(self.chunk_ids) - 1, "state": ChunkState.PENDING, "attempts": 0,
                                  "created_at": self.now})
-        failed_at: datetime | None = self.now if error is not None else None
-        self._items.append({
-            "id": new_id("itm"), "tenant_id": self.tenant_id, "job_id": self.job.id,
-            "chunk_id": self.chunk_ids[-1], "seq": self.count, "key": key, "variant": variant, "record": record,
-            "prompt": prompt, "prompt_sha256": prompt_sha256, "request": request, "seed": seed,
-            "state": ItemState.FAILED if error is not None else ItemState.PENDING, "error": error,
-            "finished_at": failed_at,
-        })
+        if request is not self._last_request:  # the n items of one line share their request
+            self._last_request, self._last_request_json = request, json_text(request)
+        state, finished_at = (ItemState.PENDING.value, None) if error is None else (ItemState.FAILED.value, self.now)
+        # In ITEM_COLUMNS order.
+        self._items.append((new_id("itm"), self.tenant_id, self.job.id, self.chunk_ids[-1], self.count, key, variant,
+                            json_text(record), prompt, self._last_request_json, prompt_sha256, seed, state, error,
+                            finished_at))
         self.count += 1
         if len(self._items) >= self.flush_every:
             self.flush()
@@ -75,7 +75,7 @@ class JobWriter:
             self.repo.add_chunks(self._chunks)
             self._chunks = []
         if self._items:
-            self.repo.add_items(self._items)
+            self.repo.add_item_rows(self._items)
             self._items = []
 
     def finish(self) -> list[str]:

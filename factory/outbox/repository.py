@@ -22,8 +22,8 @@ class OutboxRepository:
             {"id": mid, "task_name": task_name, "queue": queue, "args": args, "created_at": utcnow()}
             for mid, args in zip(ids, arg_lists, strict=True)
         ]
-        if rows:
-            self.session.execute(insert(OutboxMessage), rows)
+        if rows:  # Core, not the ORM entity: a big batch has thousands of messages
+            self.session.execute(insert(OutboxMessage.__table__), rows)  # type: ignore[arg-type]
         return ids
 
     def get_unsent(self, ids: Sequence[str] | None = None, limit: int = 1000) -> list[OutboxMessage]:

@@ -331,7 +331,7 @@ def test_a_5xx_releases_the_key(client: TestClient, settings: Settings) -> None:
 def test_chat_bad_input_is_422(client: TestClient) -> None:
     for body, field in [({"model": MODEL, "messages": []}, "messages"),
                         ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, "model"),
-                        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}, "body"),
+                        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
                         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 50}, "n")]:
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 422, r.text

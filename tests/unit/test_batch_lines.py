@@ -63,7 +63,7 @@ def test_envelope_errors_carry_a_code_and_the_param(raw: bytes, code: str, param
     ({"temperature": 3}, "invalid_request", "body.temperature"),
     ({"max_tokens": 0}, "invalid_request", "body.max_tokens"),
     ({"n": 9}, "invalid_request", "body.n"),
-    ({"stream": True}, "invalid_request", "body"),
+    ({"stream": True}, "invalid_request", "body.stream"),
     ({"tools": []}, "invalid_request", "body.tools"),
     ({"messages": [{"role": "robot", "content": CANARY}]}, "invalid_request", "body.messages.0.role"),
     ({"messages": []}, "invalid_request", "body.messages"),
