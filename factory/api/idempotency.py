@@ -4,6 +4,9 @@ The body is spooled (memory up to 1 MiB, then a temporary file) while its
 fingerprint is computed, so the decision is made before the route runs, then the
 route reads the spooled body as if it came from the client. Rules in
 ``factory.idempotency.service``. Replayed responses carry ``Idempotent-Replayed: true``.
+
+Keys are per tenant; there is one tenant (``DEFAULT_TENANT``) until API keys exist, and
+then this middleware must take the tenant from the same credential ``TenantDep`` reads.
 """
 
 from __future__ import annotations

@@ -136,6 +136,8 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
     seen: set[str] = set()
     line_count = 0
     for line_no, raw in files_service.iter_lines(store, source, settings.batch_max_line_bytes):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
         if not raw.strip():
             continue
         line_count += 1

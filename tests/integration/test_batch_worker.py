@@ -214,9 +214,15 @@ def test_cancel_a_running_batch_keeps_finished_lines(pg_db: str, broker_url: str
         assert cancelled["status"] == "cancelling"
         done = batch_when(http, batch["id"], lambda b: b["status"] in TERMINAL)
         output, errors = file_lines(http, done["output_file_id"]), file_lines(http, done["error_file_id"])
+        status = subprocess.run([sys.executable, "-m", "factory.cli", "status", batch["id"], "--wait",
+                                 "--api-url", url], cwd=REPO, env={**env, "COLUMNS": "200"},
+                                capture_output=True, text=True, timeout=120)
 
-    assert done["status"] == "cancelled" and done["cancelled_at"] and done["cancelling_at"]
+    assert status.returncode == 0, status.stderr[-2000:]
     counts = done["request_counts"]
+    assert f"{batch['id']}  cancelled  total=12 completed={counts['completed']} failed={counts['failed']}" \
+        in status.stdout
+    assert done["status"] == "cancelled" and done["cancelled_at"] and done["cancelling_at"]
     assert counts["total"] == 12 and counts["completed"] + counts["failed"] == 12
     assert 2 <= counts["completed"] < 12
     assert len(output) == counts["completed"] and len(errors) == counts["failed"]

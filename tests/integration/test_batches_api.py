@@ -336,3 +336,9 @@ def test_chat_bad_input_is_422(client: TestClient) -> None:
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 422, r.text
         assert r.json()["error"]["param"] == field
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(client: TestClient) -> None:
+    data = b"\xef\xbb\xbf" + jsonl([chat("a"), chat("b")]).replace(b"\n", b"\r\n")
+    batch = create(client, upload(client, data)["id"]).json()
+    assert batch["status"] == "in_progress" and batch["request_counts"]["total"] == 2
