@@ -64,9 +64,16 @@ def api(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
                 log_level="info")
 
 
+def _default_queues(settings: Settings) -> str:
+    """Interactive chat requests first, then bulk work, both for the configured model."""
+    return f"{settings.priority_queue_for_model(settings.model)},{settings.queue_for_model(settings.model)}"
+
+
 @app.command()
 def worker(
-    queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: the model's).")] = None,
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues, taken in this order (default: the model's priority queue, then its queue)."
+    )] = None,
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (one per GPU).")] = None,
     pool: Annotated[str, typer.Option(help="prefork (default), solo or threads.")] = "prefork",
     loglevel: str = "INFO",
@@ -75,7 +82,7 @@ def worker(
     settings = _settings_with_broker()
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             f"--loglevel={loglevel}", f"--pool={pool}",
-            f"--queues={queues or settings.queue_for_model(settings.model)}",
+            f"--queues={queues or _default_queues(settings)}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--hostname=factory-{settings.model}@%h", "--without-gossip", "--without-mingle"]
     # Replace this process, so signals (SIGTERM for a warm shutdown) reach Celery directly.
@@ -215,14 +222,55 @@ def _watch(client: FactoryClient, job_id: str, timeout_s: float = 3600) -> dict[
             job = client.job(job_id)
 
 
+BATCH_TERMINAL = ("completed", "failed", "cancelled", "expired")
+
+
+def _batch_line(batch: dict[str, Any]) -> str:
+    counts, progress = batch["request_counts"], batch.get("progress") or {}
+    rate, eta = progress.get("items_per_second"), progress.get("eta_seconds")
+    extra = (f"  {rate:.1f} items/s" if rate else "") + (f"  eta {eta:.0f}s" if eta else "")
+    return f"{batch['status']} {counts['completed']} ok {counts['failed']} failed{extra}"
+
+
+def _watch_batch(client: FactoryClient, batch_id: str, timeout_s: float = 24 * 3600) -> dict[str, Any]:
+    """A live bar over the batch's lines (done = completed + failed), with items/s and ETA."""
+    batch = client.batch(batch_id)
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bar = progress.add_task(batch["status"], total=batch["request_counts"]["total"])
+        while True:
+            counts = batch["request_counts"]
+            progress.update(bar, completed=counts["completed"] + counts["failed"], description=_batch_line(batch))
+            if batch["status"] in BATCH_TERMINAL or time.monotonic() > deadline:
+                return batch
+            time.sleep(0.5)
+            batch = client.batch(batch_id)
+
+
+def _batch_status(client: FactoryClient, batch_id: str, wait: bool) -> None:
+    batch = _watch_batch(client, batch_id) if wait else client.batch(batch_id)
+    c = batch["request_counts"]
+    console.print(f"{batch['id']}  [bold]{batch['status']}[/bold]  total={c['total']} completed={c['completed']} "
+                  f"failed={c['failed']}  output={batch['output_file_id'] or '-'} "
+                  f"errors={batch['error_file_id'] or '-'}")
+
+
 @app.command()
 def status(
-    job_id: str,
+    job_id: Annotated[str, typer.Argument(help="A job id, or a batch id (batch_...).")],
     api_url: ApiUrl = DEFAULT_API,
     wait: Annotated[bool, typer.Option(help="Show a progress bar until the job ends.")] = False,
 ) -> None:
-    """Show a job's status and counts."""
+    """Show a job's or a batch's status and counts (with --wait: a live progress bar)."""
     client = FactoryClient(api_url)
+    if job_id.startswith("batch_"):
+        try:
+            _batch_status(client, job_id, wait)
+        except ApiError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        return
     try:
         job = _watch(client, job_id) if wait else client.job(job_id)
     except ApiError as exc:
@@ -242,6 +290,31 @@ def results(job_id: str, api_url: ApiUrl = DEFAULT_API) -> None:
     except ApiError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
+
+
+batches_app = typer.Typer(help="Batch maintenance.", no_args_is_help=True)
+app.add_typer(batches_app, name="batches")
+
+
+@batches_app.command("expire")
+def batches_expire(
+    every: Annotated[float | None, typer.Option(help="Repeat every this many seconds (default: once).")] = None,
+) -> None:
+    """Expire running batches whose completion window passed (unfinished lines -> batch_expired)."""
+    from factory.batches.service import expire_due_batches
+    from factory.db.session import get_sessionmaker
+    from factory.outbox import relay
+
+    settings = _settings_with_broker()
+    while True:
+        with get_sessionmaker(settings.database_url)() as session:
+            expired = expire_due_batches(session, settings)
+            session.commit()
+            relay.relay(session, settings, expired.outbox_ids)
+        console.print(f"expired: {', '.join(expired.batch_ids) or 'none'}")
+        if every is None:
+            return
+        time.sleep(every)
 
 
 @app.command("embedded-redis")

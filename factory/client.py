@@ -38,6 +38,10 @@ class FactoryClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/jobs/{job_id}"))  # type: ignore[no-any-return]
 
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """A batch (OpenAI Batch object plus ``progress``); reading it also expires it when its window passed."""
+        return self._check(self.http.get(f"/v1/batches/{batch_id}"))  # type: ignore[no-any-return]
+
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/results") as resp:
             if resp.status_code >= 400:

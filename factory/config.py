@@ -73,6 +73,28 @@ class Settings(BaseSettings):
     torch_dtype: str = "auto"
     device: str = "auto"
 
+    # --- OpenAI-compatible files, batches and chat completions ---------------
+    batch_max_lines: int = Field(default=50_000, ge=1)
+    batch_max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    # One line is read into memory at a time; this caps it (a personalize line's audience).
+    batch_max_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Items across a batch (a line with n > 1 or a personalize audience is several items).
+    batch_max_items: int = Field(default=400_000, ge=1)
+    # How many line errors a failed batch reports in errors.data.
+    batch_max_reported_errors: int = Field(default=100, ge=1)
+    # Replaces the requested completion window (e.g. 24h) by this many seconds: for tests and demos.
+    batch_window_override_s: float | None = Field(default=None, gt=0)
+    # POST /v1/chat/completions waits this long for a worker before answering 504.
+    chat_timeout_s: float = Field(default=120.0, gt=0)
+    # Webhooks are signed with this secret (Standard Webhooks: "whsec_" + base64, or any string).
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Refuse webhook URLs that resolve to loopback/private addresses unless this is set.
+    webhook_allow_private: bool = False
+    # How long an Idempotency-Key answers with its first response.
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
+
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:
         if not self.task_soft_time_limit_s < self.task_time_limit_s < self.broker_visibility_timeout_s:
@@ -86,6 +108,10 @@ class Settings(BaseSettings):
     def queue_for_model(self, model: str) -> str:
         """One Celery queue per model, so a worker only takes work it can run."""
         return f"gen.{model}"
+
+    def priority_queue_for_model(self, model: str) -> str:
+        """Interactive requests (POST /v1/chat/completions) for ``model``: workers take these first."""
+        return f"gen.{model}.priority"
 
 
 @lru_cache(maxsize=1)

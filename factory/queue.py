@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,20 +65,35 @@ def model_queue(settings: Settings, model: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
-_producers: dict[str, Celery] = {}
+def priority_queue(settings: Settings, model: str) -> Queue:
+    name = settings.priority_queue_for_model(model)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+_producers: dict[tuple[str, bool], Celery] = {}
 _producers_lock = threading.Lock()
 
 
-def _producer(settings: Settings) -> Celery:
-    """One producer app (and connection pool) per broker URL, per process."""
+def _producer(settings: Settings, *, pipelined: bool = False) -> Celery:
+    """One producer app (and connection pool) per broker URL, per process.
+
+    ``pipelined``: without redis-py's retry on timeout, which kombu requires before it
+    batches publishes into one pipeline (a retried pipeline could deliver twice; our
+    tasks are idempotent, so that is harmless, but kombu cannot know it).
+    """
     if not settings.broker_url:
         raise RuntimeError("no broker URL: start the embedded broker or set FACTORY_BROKER_URL")
     with _producers_lock:
-        app = _producers.get(settings.broker_url)
+        app = _producers.get((settings.broker_url, pipelined))
         if app is None:
             app = Celery("factory-producer", set_as_current=False)
-            app.conf.update(celery_config(settings))
-            _producers[settings.broker_url] = app
+            config = celery_config(settings)
+            if pipelined:
+                options = dict(config["broker_transport_options"])
+                options.pop("retry_on_timeout")
+                config["broker_transport_options"] = options
+            app.conf.update(config)
+            _producers[(settings.broker_url, pipelined)] = app
         return app
 
 
@@ -96,6 +111,28 @@ def broker_channel(settings: Settings) -> Iterator[Any]:
     with _producer(settings).connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
         yield conn.default_channel
+
+
+def send_many(settings: Settings, task_name: str, queue: str, messages: Sequence[tuple[str, list[Any]]]) -> None:
+    """Publish many tasks to one queue in Redis pipelines: a 50,000-line batch is 6,250 chunk messages.
+
+    ``send_task`` costs about 2 ms a message here (kombu opens a Redis client and looks up
+    the exchange's bindings for every publish). This builds Celery's message once with
+    Celery's own builder, then only swaps the ids and arguments, and publishes through
+    kombu's ``Producer.batch()`` straight to the queue (the default exchange routes by
+    queue name): the same envelope a worker receives from ``send_task``, at a fraction
+    of the cost. All or nothing per call: an error raises before the pipeline is sent.
+    """
+    if not messages:
+        return
+    app = _producer(settings, pipelined=True)
+    template = app.amqp.as_task_v2(messages[0][0], task_name, args=messages[0][1], ignore_result=None)
+    with app.producer_or_acquire() as producer, producer.batch(max_size=len(messages) + 1):
+        for message_id, args in messages:
+            headers = {**template.headers, "id": message_id, "root_id": message_id, "argsrepr": repr(args)}
+            properties = {**template.properties, "correlation_id": message_id}
+            producer.publish((args, {}, template.body[2]), exchange="", routing_key=queue, headers=headers,
+                             serializer="json", declare=None, retry=False, **properties)
 
 
 def ping_broker(settings: Settings) -> bool:

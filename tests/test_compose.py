@@ -213,6 +213,15 @@ def test_project_services_are_built_here_and_run_factory_commands() -> None:
                       for argv in factory_invocations(svc["command"], f"services.{name}.command")]
     assert used["api"] == ["migrate", "api"]
     assert used["worker"] == ["worker"]
+    # Services that reuse a project image run project commands too.
+    images = {services()[name].get("image") for name in PROJECT_SERVICES}
+    for name, svc in services().items():
+        if name not in PROJECT_SERVICES and svc.get("image") in images:
+            for argv in factory_invocations(svc["command"], f"services.{name}.command"):
+                check_factory_invocation(argv, f"services.{name}.command")
+    reconciler = services()["reconciler"]
+    assert [check_factory_invocation(a, "reconciler") for a in factory_invocations(reconciler["command"], "r")] \
+        == ["reconcile"]
 
 
 def test_api_listens_on_all_interfaces_and_is_published() -> None:
@@ -266,7 +275,7 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 
 def test_expected_services_images_and_volumes() -> None:
     svcs = services()
-    assert set(svcs) == {"redis", "postgres", "minio", "minio-init", "api", "worker", "flower"}
+    assert set(svcs) == {"redis", "postgres", "minio", "minio-init", "api", "worker", "reconciler", "flower"}
     assert svcs["redis"]["image"].startswith("redis:7")
     assert "--appendonly" in svcs["redis"]["command"]
     assert svcs["postgres"]["image"].startswith("postgres:16")

@@ -10,7 +10,7 @@ import os
 from celery import Celery
 
 from factory.config import get_settings
-from factory.queue import celery_config, model_queue
+from factory.queue import celery_config, model_queue, priority_queue
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -20,8 +20,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 settings = get_settings()
 app = Celery("factory-worker")
 app.conf.update(celery_config(settings))
+# The priority queue first, and consumed in that order (not round robin): a synchronous
+# chat request is taken before any waiting batch chunk (see factory/chat/service.py).
+app.conf.broker_transport_options = {**app.conf.broker_transport_options, "queue_order_strategy": "priority"}
 app.conf.update(
-    task_queues=[model_queue(settings, settings.model)],
+    task_queues=[priority_queue(settings, settings.model), model_queue(settings, settings.model)],
     worker_concurrency=settings.worker_concurrency,
     # Replace a child whose resident memory grew past the bound (after its current task).
     worker_max_memory_per_child=settings.worker_max_memory_per_child_mb * 1024,
@@ -32,4 +35,5 @@ app.conf.update(
 )
 
 import workers.signals  # noqa: E402  (connects the model loading hooks)
-import workers.tasks.generate  # noqa: E402,F401  (registers the tasks)
+import workers.tasks.generate  # noqa: E402  (registers the tasks)
+import workers.tasks.webhooks  # noqa: E402,F401  (registers the webhook task)

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 
 from factory import __version__
 from factory.api import errors
-from factory.api.routes import admin, health, jobs
+from factory.api.idempotency import IdempotencyMiddleware
+from factory.api.routes import admin, batches, chat, files, health, jobs
 from factory.config import Settings, get_settings
 from factory.db import migrate
 from factory.db.session import get_sessionmaker
@@ -36,13 +37,18 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.settings = settings
     errors.install(app)
 
+    # Added first, so it runs inside the size limit below.
+    app.add_middleware(IdempotencyMiddleware, settings=settings)
+
     @app.middleware("http")
     async def limit_body_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+        # File uploads (multipart, streamed to a temporary file) may be as large as a batch file.
+        limit = (settings.batch_max_file_bytes + (1 << 20) if request.url.path == "/v1/files"
+                 else settings.max_body_bytes)
+        if length is not None and (not length.isdigit() or int(length) > limit):
             return JSONResponse(
-                {"error": {"code": "body_too_large", "field": "body",
-                           "message": f"request body is over {settings.max_body_bytes} bytes"}},
+                errors.error_body("body_too_large", f"request body is over {limit} bytes", "body", status=413),
                 status_code=413,
             )
         return await call_next(request)
@@ -50,4 +56,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(admin.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
+    app.include_router(chat.router)
     return app

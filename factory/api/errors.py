@@ -1,6 +1,8 @@
 """The one place where errors become HTTP responses.
 
-Validation messages name the field and never echo the submitted value back.
+Validation messages name the field and never echo the submitted value back. The
+body is ``{"error": {"code", "message", "field", "param", "type"}}``: ``param`` and
+``type`` make it the OpenAI error shape too, which the ``openai`` SDK reads.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from factory.errors import FactoryError
 log = logging.getLogger(__name__)
 
 
-def _body(code: str, message: str, field: str | None = None, details: list[Any] | None = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message, "field": field}
+def error_body(code: str, message: str, field: str | None = None, details: list[Any] | None = None,
+               status: int = 400) -> dict[str, Any]:
+    """Our error shape, which is also OpenAI's: ``type``, ``param`` (= ``field``), ``code`` and ``message``."""
+    err: dict[str, Any] = {"code": code, "message": message, "field": field, "param": field,
+                           "type": "server_error" if status >= 500 else "invalid_request_error"}
     if details:
         err["details"] = details
     return {"error": err}
@@ -37,7 +42,8 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(FactoryError)
     async def _factory_error(_: Request, exc: FactoryError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message, exc.field), status_code=exc.status_code)
+        return JSONResponse(error_body(exc.code, exc.message, exc.field, status=exc.status_code),
+                            status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -51,21 +57,24 @@ def install(app: FastAPI) -> None:
                             "type": str(e.get("type", ""))})
         first = details[0] if details else {"field": "body", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}"
-        return JSONResponse(_body("invalid_input", message, first["field"], details), status_code=422)
+        return JSONResponse(error_body("invalid_input", message, first["field"], details, status=422),
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(_body("http_error", str(exc.detail)), status_code=exc.status_code)
+        return JSONResponse(error_body("http_error", str(exc.detail), status=exc.status_code),
+                            status_code=exc.status_code)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database_away(_: Request, exc: Exception) -> JSONResponse:
         # A restart or an outage: nothing was written, the client may retry.
         log.warning("database unavailable: %s", type(exc).__name__)
-        return JSONResponse(_body("database_unavailable", "the database is unavailable; retry shortly"),
+        return JSONResponse(error_body("database_unavailable", "the database is unavailable; retry shortly",
+                                       status=503),
                             status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(_body("internal_error", "internal error"), status_code=500)
+        return JSONResponse(error_body("internal_error", "internal error", status=500), status_code=500)

@@ -5,10 +5,12 @@ Every query takes the tenant where user data is read through the API.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,30 @@ from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
 
 # last_error of a chunk whose holder stopped renewing its lease (killed, frozen, cut off).
 LEASE_EXPIRED = "lease expired: the worker was lost, stopped or cut off mid-chunk"
+
+# The order of the tuples add_item_rows takes: JSON columns already serialised, the state as its value.
+ITEM_COLUMNS = ("id", "tenant_id", "job_id", "chunk_id", "seq", "key", "variant", "record", "prompt", "request",
+                "prompt_sha256", "seed", "state", "error", "finished_at")
+_JSON_COLUMNS = frozenset({"record", "request"})
+
+
+def json_text(value: Any) -> str | None:
+    """JSON for a JSON column. pydantic-core's serializer: ~5x faster than json.dumps,
+    which matters at 50,000 items a request."""
+    return None if value is None else to_json(value).decode()
+
+
+def item_row(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row given as a dict (column name -> Python value), as add_item_rows takes it."""
+    out = []
+    for column in ITEM_COLUMNS:
+        value = row.get(column)
+        if column in _JSON_COLUMNS:
+            value = json_text(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out.append(value)
+    return tuple(out)
 
 
 class JobRepository:
@@ -29,12 +55,35 @@ class JobRepository:
         self.session.flush()
 
     def add_chunks(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.session.execute(insert(Chunk), list(rows))
+        if rows:  # Core, not the ORM entity: a big batch has thousands of chunks
+            self.session.execute(insert(Chunk.__table__), list(rows))  # type: ignore[arg-type]
 
-    def add_items(self, rows: Sequence[dict[str, Any]], batch: int = 2000) -> None:
-        for start in range(0, len(rows), batch):
-            self.session.execute(insert(Item), list(rows[start:start + batch]))
+    def add_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.add_item_rows([item_row(r) for r in rows])
+
+    def add_item_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Bulk insert of rows in ITEM_COLUMNS order: COPY on PostgreSQL, one executemany on SQLite.
+
+        A 50,000-line batch file writes at least 50,000 items inside one request; the
+        ORM's bulk insert spent most of that time on per-row bookkeeping (bench/ingest.py).
+        """
+        if not rows:
+            return
+        self.session.flush()  # the job and chunk rows first: items reference them
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        # Plain DB-API executemany; the one typed value (finished_at) goes through its column's own processor.
+        to_db = Item.__table__.c.finished_at.type.bind_processor(connection.dialect)
+        last = len(ITEM_COLUMNS) - 1
+        prepared = [row if row[last] is None or to_db is None else (*row[:last], to_db(row[last])) for row in rows]
+        placeholders = ", ".join("?" for _ in ITEM_COLUMNS)
+        connection.exec_driver_sql(f"INSERT INTO items ({', '.join(ITEM_COLUMNS)}) VALUES ({placeholders})",
+                                   prepared)
 
     # --- reading -----------------------------------------------------------
     def get(self, tenant_id: str, job_id: str) -> Job | None:

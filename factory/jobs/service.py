@@ -20,7 +20,7 @@ from factory.models import registry
 from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
-from factory.templates.sandbox import compile_template
+from factory.templates.sandbox import CompiledTemplate, compile_template
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,19 @@ def _validate_audience(body: JobCreate, settings: Settings, variables: frozenset
     return keys
 
 
+def render_audience(settings: Settings, body: JobCreate) -> tuple[CompiledTemplate, list[str], list[str]]:
+    """Compile the template, check every record and render every prompt: (template, keys, prompts).
+
+    Shared with batch files, whose /v1/personalize lines carry this same body.
+    """
+    if len(body.template) > settings.max_template_chars:
+        raise InvalidInput(f"template is longer than {settings.max_template_chars} characters", field="template")
+    template = compile_template(body.template)
+    keys = _validate_audience(body, settings, template.variables)
+    prompts = [template.render(rec, field=f"audience[{i}]") for i, rec in enumerate(body.audience)]
+    return template, keys, prompts
+
+
 def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> CreatedJob:
     """Validate everything, then write the job, its chunks, items and outbox messages.
 
@@ -69,11 +82,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     submit, not a worker at 3 a.m.
     """
     model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
-    if len(body.template) > settings.max_template_chars:
-        raise InvalidInput(f"template is longer than {settings.max_template_chars} characters", field="template")
-    template = compile_template(body.template)
-    keys = _validate_audience(body, settings, template.variables)
-    prompts = [template.render(rec, field=f"audience[{i}]") for i, rec in enumerate(body.audience)]
+    template, keys, prompts = render_audience(settings, body)
 
     params = body.params.model_dump()
     job_seed = params.pop("seed")

@@ -22,8 +22,8 @@ class OutboxRepository:
             {"id": mid, "task_name": task_name, "queue": queue, "args": args, "created_at": utcnow()}
             for mid, args in zip(ids, arg_lists, strict=True)
         ]
-        if rows:
-            self.session.execute(insert(OutboxMessage), rows)
+        if rows:  # Core, not the ORM entity: a big batch has thousands of messages
+            self.session.execute(insert(OutboxMessage.__table__), rows)  # type: ignore[arg-type]
         return ids
 
     def get_unsent(self, ids: Sequence[str] | None = None, limit: int = 1000) -> list[OutboxMessage]:
@@ -32,7 +32,7 @@ class OutboxRepository:
             stmt = stmt.where(OutboxMessage.id.in_(ids))
         return list(self.session.scalars(stmt.order_by(OutboxMessage.created_at).limit(limit)))
 
-    def mark_sent(self, message_id: str) -> None:
+    def mark_sent(self, message_ids: Sequence[str]) -> None:
         self.session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == message_id).values(sent_at=utcnow())
+            update(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).values(sent_at=utcnow())
         )

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
+from factory.batches.service import expire_due_batches
 from factory.config import Settings
 from factory.db.session import get_sessionmaker, session_scope
 from factory.outbox import relay
@@ -52,6 +53,7 @@ class Reconciler:
         self._step(result, "expired-leases", self._requeue_expired)
         self._step(result, "finalize", self._finalize_forgotten)
         self._step(result, "lost-wake-ups", self._requeue_lost)
+        self._step(result, "batch-expiry", self._expire_batches)
         return result
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -125,6 +127,16 @@ class Reconciler:
             ids = service.finalize_forgotten(session)
             result.finalize_requested += len(ids)
             return ids
+
+        self._commit_then_relay(rule)
+
+    def _expire_batches(self, result: ReconcilePass) -> None:
+        """Batches whose completion window passed: unfinished lines end as ``batch_expired``."""
+
+        def rule(session: Session) -> list[str]:
+            expiry = expire_due_batches(session, self.settings)
+            result.batches_expired += len(expiry.batch_ids)
+            return expiry.outbox_ids
 
         self._commit_then_relay(rule)
 

@@ -16,12 +16,13 @@ class ReconcilePass(BaseModel):
     requeued_expired: int = 0
     requeued_lost: int = 0
     finalize_requested: int = 0
+    batches_expired: int = 0
     failed_steps: list[str] = Field(default_factory=list)
 
     @property
     def acted(self) -> bool:
         return bool(self.outbox_sent or self.dead_lettered or self.requeued_expired or self.requeued_lost
-                    or self.finalize_requested)
+                    or self.finalize_requested or self.batches_expired)
 
 
 class ChunkRef(BaseModel):

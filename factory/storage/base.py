@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -14,6 +14,14 @@ if TYPE_CHECKING:
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
+    def put_file(self, key: str, fileobj: IO[bytes], content_type: str = "application/octet-stream") -> None:
+        """Upload from an open file, streaming: memory does not grow with the object's size."""
+        ...
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        """The object in pieces of at most ``chunk_size`` bytes (NotFound if absent)."""
+        ...
+
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str) -> Iterator[str]: ...
     def delete(self, key: str) -> None: ...

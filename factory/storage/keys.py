@@ -36,3 +36,9 @@ def job_errors_key(tenant_id: str, job_id: str) -> str:
     """The job's error file: one JSONL line per failed item, with the reason (written at finalization)."""
     return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
             "/errors.jsonl")
+
+
+def file_content_key(tenant_id: str, file_id: str) -> str:
+    """An uploaded or generated file (OpenAI Files API): one object per file id."""
+    return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/files/{_check(file_id, _ID, 'file id')}"
+            "/content.jsonl")

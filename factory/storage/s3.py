@@ -6,9 +6,10 @@ The bucket is created on first use if it does not exist, so a fresh server works
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -69,6 +70,34 @@ class S3Store:
                                     ContentType=content_type)
         except (BotoCoreError, ClientError) as exc:
             raise StorageError("object storage write failed") from exc
+
+    # Multipart upload in 8 MiB parts, two at a time: bounded memory for a 200 MB file.
+    _TRANSFER = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
+                               max_concurrency=2)
+
+    def put_file(self, key: str, fileobj: IO[bytes], content_type: str = "application/octet-stream") -> None:
+        self._ensure_bucket()
+        try:
+            self._client.upload_fileobj(fileobj, self.bucket, self.prefix + key,
+                                        ExtraArgs={"ContentType": content_type}, Config=self._TRANSFER)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError("object storage write failed") from exc
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound("object not found") from exc
+            raise StorageError("object storage read failed") from exc
+        except BotoCoreError as exc:
+            raise StorageError("object storage read failed") from exc
+        try:
+            yield from body.iter_chunks(chunk_size)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError("object storage read failed") from exc
+        finally:
+            body.close()
 
     def get_bytes(self, key: str) -> bytes:
         try:

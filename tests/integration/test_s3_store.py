@@ -30,3 +30,19 @@ def test_s3_round_trip_list_and_overwrite(s3_server: SeaweedS3, s3_bucket: str, 
     with pytest.raises(NotFound):
         store.get_bytes("jobs/j1/nope")
     assert store.describe("k") == f"s3://{s3_bucket}/prefix/k"
+
+
+def test_s3_streamed_upload_and_read(s3_server: SeaweedS3, s3_bucket: str, request: pytest.FixtureRequest) -> None:
+    """put_file goes multipart above 8 MiB; iter_bytes reads in bounded pieces."""
+    import io
+
+    settings = Settings(storage_url=f"s3://{s3_bucket}", s3_endpoint_url=s3_server.endpoint,
+                        s3_access_key_id="test", s3_secret_access_key="test")
+    store = open_store(settings)
+    request.addfinalizer(close_stores)
+    data = b"".join(b'{"line": %d}\n' % i for i in range(900_000))  # ~12 MiB: two parts
+    store.put_file("files/big.jsonl", io.BytesIO(data), "application/jsonl")
+    pieces = list(store.iter_bytes("files/big.jsonl", 1 << 16))
+    assert b"".join(pieces) == data and max(len(p) for p in pieces) <= 1 << 16
+    with pytest.raises(NotFound):
+        list(store.iter_bytes("files/nope.jsonl"))

@@ -37,3 +37,23 @@ def test_local_store_confines_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store.put_bytes("../outside", b"x")
     assert not (tmp_path / "outside").exists()
+
+
+def test_local_store_streams_files_in_and_out(tmp_path: Path) -> None:
+    import io
+
+    store = LocalStore(tmp_path / "objects")
+    data = b"x" * 200_000
+    store.put_file("f/content.jsonl", io.BytesIO(data))
+    assert b"".join(store.iter_bytes("f/content.jsonl", 1 << 16)) == data
+    assert [len(p) for p in store.iter_bytes("f/content.jsonl", 1 << 16)] == [65536, 65536, 65536, 3392]
+    with pytest.raises(NotFound):
+        list(store.iter_bytes("f/missing"))
+
+
+def test_file_keys_are_server_built() -> None:
+    from factory.storage.keys import file_content_key
+
+    assert file_content_key("default", "file_" + "b" * 28) == f"tenants/default/files/file_{'b' * 28}/content.jsonl"
+    with pytest.raises(ValueError):
+        file_content_key("default", "../../etc/passwd")

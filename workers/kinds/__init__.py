@@ -6,10 +6,14 @@ A new kind is a new module here plus one line in ``HANDLERS``; the task code sta
 from __future__ import annotations
 
 from workers.kinds.base import KindHandler
+from workers.kinds.batch import BatchHandler
+from workers.kinds.chat import ChatHandler
 from workers.kinds.personalization import PersonalizationHandler
 
 HANDLERS: dict[str, KindHandler] = {
     "personalization": PersonalizationHandler(),
+    "batch": BatchHandler(),
+    "chat": ChatHandler(),
 }
 
 

@@ -83,12 +83,13 @@ class KindHandler:
             prov.update(outcome.extra)
         return prov
 
-    def finalize(self, session: Session, job: Job, store: ObjectStore) -> None:
+    def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
         """The job-level step after every chunk ended. Must be idempotent (it can run twice).
 
         Writes the error file (every failed item with its reason, one JSON line each:
         the items of dead-lettered chunks have no shard, so this is where they are) and
-        a manifest.
+        a manifest. Returns outbox ids to relay once the job's final status is committed
+        (e.g. a webhook).
         """
         failed = execution.failed_items(session, job.id)
         errors = "".join(canonical_json(result_line(item, job)) + "\n" for item in failed)
@@ -99,6 +100,7 @@ class KindHandler:
                     "chunks": job.chunk_count, "factory_version": __version__}
         store.put_bytes(job_manifest_key(job.tenant_id, job.id), canonical_json(manifest).encode(),
                         "application/json")
+        return []
 
 
 def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Outcome]:

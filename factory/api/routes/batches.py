@@ -1,0 +1,77 @@
+"""Thin batch routes (OpenAI Batch API): parse, call the service, commit, then enqueue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.batches import service as batches_service
+from factory.batches.output import ERROR, OUTPUT
+from factory.batches.schemas import BatchCreate, BatchList, BatchOut
+from factory.db.session import get_sessionmaker
+from factory.outbox import relay
+from factory.storage import open_store
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post("")
+def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> BatchOut:
+    try:
+        created = batches_service.create_batch(session, settings, open_store(settings), tenant, body)
+    except batches_service.BatchValidationFailed as failed:
+        session.rollback()  # no item, chunk or job row of a bad file survives
+        created = batches_service.record_failed_batch(session, settings, tenant, body, failed)
+    session.commit()
+    relay.relay(session, settings, created.outbox_ids, bulk=True)
+    return batches_service.describe(session, created.batch)
+
+
+@router.get("")
+def list_batches(session: SessionDep, tenant: TenantDep,
+                 after: Annotated[str | None, Query(max_length=64)] = None,
+                 limit: Annotated[int, Query(ge=1, le=100)] = 20) -> BatchList:
+    return batches_service.list_batches(session, tenant, after=after, limit=limit)
+
+
+@router.get("/{batch_id}")
+def get_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> BatchOut:
+    batch = batches_service.get_batch(session, tenant, batch_id)
+    outbox_ids = batches_service.expire_if_due(session, batch)
+    if outbox_ids:
+        session.commit()
+        relay.relay(session, settings, outbox_ids)
+    return batches_service.describe(session, batch)
+
+
+@router.post("/{batch_id}/cancel")
+def cancel_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> BatchOut:
+    batch, outbox_ids = batches_service.cancel_batch(session, tenant, batch_id)
+    session.commit()
+    relay.relay(session, settings, outbox_ids)
+    return batches_service.describe(session, batch)
+
+
+def _stream(settings: SettingsDep, batch_id: str, tenant: str, which: str) -> Iterator[str]:
+    # Its own session: the request's one is closed before the body streams.
+    with get_sessionmaker(settings.database_url)() as stream_session:
+        batch = batches_service.get_batch(stream_session, tenant, batch_id)
+        yield from batches_service.iter_partial(stream_session, batch, which)
+
+
+@router.get("/{batch_id}/output")
+def get_output(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
+    """The output lines finished so far (while running too): the output file's lines, in input order."""
+    batches_service.get_batch(session, tenant, batch_id)  # 404 before streaming starts
+    return StreamingResponse(_stream(settings, batch_id, tenant, OUTPUT), media_type="application/jsonl")
+
+
+@router.get("/{batch_id}/errors")
+def get_errors(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
+    """The error lines finished so far (while running too): the error file's lines, in input order."""
+    batches_service.get_batch(session, tenant, batch_id)
+    return StreamingResponse(_stream(settings, batch_id, tenant, ERROR), media_type="application/jsonl")

@@ -1,0 +1,56 @@
+"""Thin file routes (OpenAI Files API): parse, call the service, commit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+
+from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.errors import NotFound
+from factory.files import service as files_service
+from factory.files.schemas import FileDeleted, FileList, FileOut
+from factory.storage import open_store
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("")
+def upload_file(file: Annotated[UploadFile, File()], purpose: Annotated[str, Form(max_length=32)],
+                session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileOut:
+    row = files_service.upload(session, settings, open_store(settings), tenant, purpose=purpose,
+                               filename=file.filename, fileobj=file.file)
+    session.commit()
+    return FileOut.of(row)
+
+
+@router.get("")
+def list_files(session: SessionDep, tenant: TenantDep,
+               after: Annotated[str | None, Query(max_length=64)] = None,
+               limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+               order: Literal["asc", "desc"] = "desc",
+               purpose: Annotated[str | None, Query(max_length=32)] = None) -> FileList:
+    return files_service.list_files(session, tenant, after=after, limit=limit, order=order, purpose=purpose)
+
+
+@router.get("/{file_id}")
+def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileOut:
+    return FileOut.of(files_service.get_file(session, tenant, file_id))
+
+
+@router.get("/{file_id}/content")
+def get_file_content(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
+    row = files_service.get_file(session, tenant, file_id)
+    store = open_store(settings)
+    if not store.exists(row.storage_key):  # 404 now, not half-way through a streamed body
+        raise NotFound("the file's content is gone", field="file_id")
+    return StreamingResponse(files_service.iter_content(store, row), media_type="application/octet-stream",
+                             headers={"content-length": str(row.bytes)})
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileDeleted:
+    files_service.delete_file(session, open_store(settings), tenant, file_id)
+    session.commit()
+    return FileDeleted(id=file_id, deleted=True)

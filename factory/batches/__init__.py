@@ -1,0 +1,1 @@
+"""Batches (OpenAI Batch API): a JSONL file of requests run as one job on the worker pool."""

@@ -1,0 +1,231 @@
+"""One line of a batch file: parse it, validate it, and turn it into the items a worker generates.
+
+A line is ``{"custom_id", "method": "POST", "url", "body"}``. Each supported ``url``
+has an expander that validates the body and returns item specs:
+
+- ``/v1/chat/completions``: one item per choice (``n``), each with the messages,
+  sampling parameters and stop strings in ``item.request`` (the worker's default
+  handler runs those), merged back into one chat completion with ``n`` choices.
+- ``/v1/personalize``: the job API's personalization body; the template is rendered
+  over the audience here, one item per (recipient, variant), merged back into one
+  response listing every text.
+- ``/v1/augment``: accepted (the URL is part of the contract) but not run by this
+  server yet: its line is born failed and answered in the error file with the code
+  ``unsupported_endpoint``. Wiring a real augmentation kind means replacing
+  ``_expand_augment``.
+
+Problems raise ``LineError`` with an OpenAI-style code and the parameter at fault;
+messages never repeat the submitted values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from factory.chat.schemas import ChatCompletionRequest, messages_sha256
+from factory.chat.seeds import choice_seeds
+from factory.config import Settings
+from factory.errors import InvalidInput
+from factory.jobs.schemas import JobCreate
+from factory.jobs.service import render_audience
+from factory.models import registry
+from factory.provenance.hashing import derive_seed, sha256_text
+
+CHAT = "/v1/chat/completions"
+PERSONALIZE = "/v1/personalize"
+AUGMENT = "/v1/augment"
+SUPPORTED_URLS = (CHAT, PERSONALIZE, AUGMENT)
+UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
+MAX_CUSTOM_ID = 256
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    custom_id: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOM_ID)]
+    method: Literal["POST"]
+
+
+class PersonalizeBody(JobCreate):
+    """The job API's body; ``kind`` may be left out (the URL says it)."""
+
+    kind: Literal["personalization"] = "personalization"
+
+
+class AugmentBody(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class ChatLine(_Envelope):
+    url: Literal["/v1/chat/completions"]
+    body: ChatCompletionRequest
+
+
+class PersonalizeLine(_Envelope):
+    url: Literal["/v1/personalize"]
+    body: PersonalizeBody
+
+
+class AugmentLine(_Envelope):
+    url: Literal["/v1/augment"]
+    body: AugmentBody
+
+
+Line = ChatLine | PersonalizeLine | AugmentLine
+# One pass in pydantic-core parses the JSON and validates the envelope and the body the URL selects.
+_LINE: TypeAdapter[Line] = TypeAdapter(Annotated[Line, Field(discriminator="url")])
+_ENVELOPE_FIELDS = ("custom_id", "method", "url", "body")
+EMPTY_SHA256 = sha256_text("")
+
+
+class LineError(Exception):
+    """A line the batch cannot accept; becomes one entry of ``errors.data``."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+    def as_error(self, line: int) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "param": self.param, "line": line}
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    key: str
+    variant: int
+    record: dict[str, Any]
+    prompt: str
+    prompt_sha256: str
+    request: dict[str, Any] | None
+    seed: int
+    error: str | None = None
+
+
+@dataclass
+class LineContext:
+    """What lines share while one file is read: settings, the batch seed and the batch's single model."""
+
+    settings: Settings
+    batch_seed: int
+    model: str | None = None
+    _known: set[str] = field(default_factory=set)
+
+    def use_model(self, name: str, param: str = "body.model") -> str:
+        """Check ``name`` against the allow-list (once per name) and that every line uses the same model.
+
+        One model per batch, as OpenAI requires: a batch is one job on that model's queue.
+        """
+        if name not in self._known:
+            try:
+                registry.resolve(name, self.settings.model_allowlist)
+            except InvalidInput as exc:
+                raise LineError("model_not_found", exc.message, param) from None
+            self._known.add(name)
+        if self.model is None:
+            self.model = name
+        elif name != self.model:
+            raise LineError("mismatched_model", "every line of a batch must use the same model "
+                            "(this line names a different one)", param)
+        return name
+
+
+def parse_line(raw: bytes) -> Line:
+    """The validated line, or a LineError with an OpenAI-style code and the parameter at fault."""
+    try:
+        return _LINE.validate_json(raw)
+    except ValidationError as exc:
+        raise _line_error(exc.errors(include_input=False, include_context=False)) from None
+
+
+def _line_error(errors: list[Any]) -> LineError:
+    """The most telling error first: not JSON, then the envelope (url, custom_id, method), then the body."""
+    def rank(err: Any) -> int:
+        loc = err.get("loc", ())
+        if not loc or err["type"].startswith("union_tag"):
+            return 0
+        return 1 if len(loc) < 3 and loc[1] != "body" else 2
+
+    err = min(errors, key=rank)
+    kind, loc = err["type"], tuple(str(p) for p in err.get("loc", ()))
+    if kind == "json_invalid":
+        return LineError("invalid_json_line", "this line is not valid JSON")
+    if not loc and kind != "union_tag_not_found" and kind != "union_tag_invalid":
+        return LineError("invalid_json_line", "this line is not a JSON object")
+    if kind == "union_tag_not_found":
+        return LineError("missing_required_parameter", "missing required field 'url'", "url")
+    if kind == "union_tag_invalid":
+        return LineError("invalid_url", "url must be one of " + ", ".join(SUPPORTED_URLS), "url")
+    param = loc[1] if len(loc) == 2 else "body." + ".".join(loc[2:])
+    param = param[:128]
+    if kind == "missing":
+        return LineError("missing_required_parameter", f"missing required field '{param}'", param)
+    if param == "method":
+        return LineError("invalid_method", "method must be POST", "method")
+    if param == "custom_id":
+        return LineError("invalid_request", f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters",
+                         "custom_id")
+    if kind == "extra_forbidden" and param not in _ENVELOPE_FIELDS and not param.startswith("body."):
+        return LineError("invalid_request", f"unknown field '{param}'", param)
+    return LineError("invalid_request", f"{param}: {err.get('msg', 'invalid value')}", param)
+
+
+def expand(ctx: LineContext, line_no: int, line: Line) -> list[ItemSpec]:
+    if isinstance(line, ChatLine):
+        return _expand_chat(ctx, line_no, line.custom_id, line.body)
+    if isinstance(line, PersonalizeLine):
+        return _expand_personalize(ctx, line_no, line.custom_id, line.body)
+    return _expand_augment(ctx, line_no, line.custom_id, line.body)
+
+
+def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatCompletionRequest) -> list[ItemSpec]:
+    ctx.use_model(req.model)
+    if req.n > ctx.settings.max_variants:
+        raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
+    messages = req.generation_messages()
+    request = {"messages": messages, "params": req.generation_params(), "stop": req.stop_list()}
+    prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    prompt_sha = messages_sha256(messages)
+    record = {"line": line_no, "url": CHAT}
+    return [ItemSpec(key=custom_id, variant=i, record=record, prompt=prompt, prompt_sha256=prompt_sha,
+                     request=request, seed=seed)
+            for i, seed in enumerate(choice_seeds(req.seed, ctx.batch_seed, custom_id, req.n))]
+
+
+def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: PersonalizeBody) -> list[ItemSpec]:
+    ctx.use_model(job.model or ctx.model or ctx.settings.model)
+    try:
+        _, keys, prompts = render_audience(ctx.settings, job)
+    except InvalidInput as exc:
+        param = f"body.{exc.field}" if exc.field else "body"
+        raise LineError("invalid_request", exc.message, param) from None
+    params = job.params.model_dump()
+    seed = params.pop("seed")
+    job_seed = ctx.batch_seed if seed is None else seed
+    system = [{"role": "system", "content": job.system_prompt}] if job.system_prompt else []
+    specs: list[ItemSpec] = []
+    for key, prompt in zip(keys, prompts, strict=True):
+        request = {"messages": [*system, {"role": "user", "content": prompt}], "params": params, "stop": []}
+        prompt_sha = sha256_text(prompt)
+        for variant in range(job.variants):
+            specs.append(ItemSpec(
+                key=custom_id, variant=len(specs),
+                record={"line": line_no, "url": PERSONALIZE, "recipient": key, "variant": variant},
+                prompt=prompt, prompt_sha256=prompt_sha, request=request,
+                seed=derive_seed(job_seed, key, variant),
+            ))
+    return specs
+
+
+def _expand_augment(ctx: LineContext, line_no: int, custom_id: str, body: AugmentBody) -> list[ItemSpec]:
+    if body.model is not None:
+        ctx.use_model(body.model)
+    return [ItemSpec(key=custom_id, variant=0, record={"line": line_no, "url": AUGMENT}, prompt="",
+                     prompt_sha256=EMPTY_SHA256, request=None, seed=0,
+                     error=f"{UNSUPPORTED_ENDPOINT}: {AUGMENT} is not available on this server yet")]

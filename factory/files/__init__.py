@@ -1,0 +1,1 @@
+"""Files (OpenAI Files API): uploaded batch inputs and generated batch outputs."""

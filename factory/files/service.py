@@ -1,0 +1,171 @@
+"""The rules for files. Takes a session, never commits: the caller owns the transaction.
+
+Uploads are read as a stream, one line at a time, so memory does not grow with the
+file (FastAPI spools the multipart body to a temporary file; we scan it, then hand
+the same file to object storage, which uploads it in parts). Content lives in
+object storage under a key built from the file id; the database keeps the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from sqlalchemy.orm import Session
+
+from factory.config import Settings
+from factory.db.base import new_id, utcnow
+from factory.db.models import StoredFile
+from factory.errors import FactoryError, InvalidInput, NotFound
+from factory.files.repository import FileRepository
+from factory.files.schemas import FileList, FileOut
+from factory.storage import ObjectStore
+from factory.storage.keys import file_content_key
+
+UPLOAD_PURPOSES = ("batch",)
+GENERATED_PURPOSE = "batch_output"
+JSONL = "application/jsonl"
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class FileTooLarge(FactoryError):
+    status_code = 413
+    code = "file_too_large"
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    bytes: int
+    lines: int
+    sha256: str
+
+
+def clean_filename(name: str | None) -> str:
+    """The last path component, without control characters, at most 255 characters."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = _UNSAFE_NAME.sub("", base).strip()
+    return (base or "upload.jsonl")[:255]
+
+
+def scan_jsonl(fileobj: IO[bytes], settings: Settings) -> ScannedFile:
+    """Size, non-blank line count and sha256, checking the limits as we go (one line in memory at a time).
+
+    JSON itself is checked when a batch is created, where OpenAI reports bad lines.
+    """
+    digest = hashlib.sha256()
+    size = lines = 0
+    line_no = 0
+    while True:
+        line = fileobj.readline(settings.batch_max_line_bytes + 1)
+        if not line:
+            break
+        line_no += 1
+        size += len(line)
+        digest.update(line)
+        if size > settings.batch_max_file_bytes:
+            raise FileTooLarge(f"file is larger than {settings.batch_max_file_bytes} bytes", field="file")
+        if len(line) > settings.batch_max_line_bytes and not line.endswith(b"\n"):
+            raise InvalidInput(f"line {line_no} is longer than {settings.batch_max_line_bytes} bytes",
+                               field="file")
+        if line.strip():
+            lines += 1
+            if lines > settings.batch_max_lines:
+                raise InvalidInput(f"file has more than {settings.batch_max_lines} lines", field="file")
+    if lines == 0:
+        raise InvalidInput("file is empty", field="file")
+    return ScannedFile(bytes=size, lines=lines, sha256=digest.hexdigest())
+
+
+def upload(session: Session, settings: Settings, store: ObjectStore, tenant_id: str, *, purpose: str,
+           filename: str | None, fileobj: IO[bytes]) -> StoredFile:
+    """Check the upload, store its content, then write its row (a bad file writes nothing)."""
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidInput("purpose must be 'batch' (the only purpose this server accepts)", field="purpose")
+    scanned = scan_jsonl(fileobj, settings)
+    fileobj.seek(0)
+    file_id = new_id("file")
+    key = file_content_key(tenant_id, file_id)
+    store.put_file(key, fileobj, JSONL)
+    row = StoredFile(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=clean_filename(filename),
+                     bytes=scanned.bytes, line_count=scanned.lines, sha256=scanned.sha256, status="processed",
+                     storage_key=key, created_at=utcnow())
+    FileRepository(session).add(row)
+    return row
+
+
+def register_generated(session: Session, store: ObjectStore, tenant_id: str, *, file_id: str, filename: str,
+                       fileobj: IO[bytes], size: int, lines: int, sha256: str) -> StoredFile:
+    """Store a generated file under a deterministic id: a second run overwrites the object, keeps the row."""
+    key = file_content_key(tenant_id, file_id)
+    store.put_file(key, fileobj, JSONL)
+    repo = FileRepository(session)
+    row = repo.get(tenant_id, file_id)
+    if row is None:
+        row = StoredFile(id=file_id, tenant_id=tenant_id, purpose=GENERATED_PURPOSE, filename=filename, bytes=size,
+                         line_count=lines, sha256=sha256, status="processed", storage_key=key, created_at=utcnow())
+        repo.add(row)
+    return row
+
+
+def get_file(session: Session, tenant_id: str, file_id: str) -> StoredFile:
+    row = FileRepository(session).get(tenant_id, file_id)
+    if row is None:
+        raise NotFound("no such file", field="file_id")
+    return row
+
+
+def list_files(session: Session, tenant_id: str, *, after: str | None, limit: int, order: str,
+               purpose: str | None) -> FileList:
+    repo = FileRepository(session)
+    cursor = None
+    if after is not None:
+        cursor = repo.get(tenant_id, after)
+        if cursor is None:
+            raise InvalidInput("after does not name a file", field="after")
+    rows = repo.page(tenant_id, after=cursor, limit=limit, newest_first=order == "desc", purpose=purpose)
+    page = [FileOut.of(r) for r in rows[:limit]]
+    return FileList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,
+                    has_more=len(rows) > limit)
+
+
+def delete_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str) -> None:
+    """The object goes first: a crash in between leaves a row whose content is gone (a 404 on download),
+    never an object that no row names."""
+    row = get_file(session, tenant_id, file_id)
+    store.delete(row.storage_key)
+    FileRepository(session).delete(tenant_id, file_id)
+
+
+def iter_content(store: ObjectStore, row: StoredFile) -> Iterator[bytes]:
+    return store.iter_bytes(row.storage_key)
+
+
+def iter_lines(store: ObjectStore, row: StoredFile, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its newline) for every line, blank ones included, read as a stream.
+
+    A line longer than ``max_line_bytes`` is yielded truncated to that length plus one byte,
+    so the caller can report it without holding it.
+    """
+    buffer = b""
+    line_no = 0
+    overflow = False
+    for chunk in store.iter_bytes(row.storage_key, 1 << 16):
+        buffer += chunk
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line_no += 1
+            yield line_no, (buffer[start:end] if not overflow else buffer[start:start + max_line_bytes + 1])
+            overflow = False
+            start = end + 1
+        buffer = buffer[start:]
+        if len(buffer) > max_line_bytes:
+            overflow = True
+            buffer = buffer[:max_line_bytes + 1]
+    if buffer or overflow:
+        yield line_no + 1, buffer

@@ -1,0 +1,344 @@
+"""Files, batches and Idempotency-Key through the API, on SQLite and PostgreSQL with a real Redis.
+
+No worker runs here: these tests check what the API writes and enqueues, and what it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from factory.api.app import create_app
+from factory.batches import service as batches_service
+from factory.config import Settings
+from factory.db.models import Batch, Chunk, IdempotencyKey, Item, ItemState, Job, JobStatus, OutboxMessage, StoredFile
+from factory.db.session import get_sessionmaker
+
+MODEL = "smollm2-135m-instruct"
+QUEUE = f"gen.{MODEL}"
+CANARY = "CANARY-93d1-DO-NOT-ECHO"
+
+
+def chat(custom_id: str, content: str = "Say hi", **body: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 8, **body}}
+
+
+def personalize(custom_id: str, names: list[str]) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/personalize",
+            "body": {"template": "Greet {{ name }}.", "audience": [{"id": n.lower(), "name": n} for n in names],
+                     "params": {"max_new_tokens": 8, "seed": 3}}}
+
+
+def jsonl(lines: list[Any]) -> bytes:
+    return b"".join((x if isinstance(x, bytes) else json.dumps(x).encode()) + b"\n" for x in lines)
+
+
+@pytest.fixture
+def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
+                    chunk_size=2, batch_max_lines=20, batch_max_file_bytes=64 * 1024, batch_max_line_bytes=4096,
+                    chat_timeout_s=0.5)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, run_migrations=False)) as c:
+        yield c
+
+
+def _count(settings: Settings, model: type) -> int:
+    with get_sessionmaker(settings.database_url)() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def _queued(settings: Settings, queue: str = QUEUE) -> list[str]:
+    """Task names waiting in a Redis queue."""
+    raw = redis.Redis.from_url(settings.broker_url or "").lrange(queue, 0, -1)
+    return [json.loads(m)["headers"]["task"] for m in raw]
+
+
+def upload(client: TestClient, data: bytes, **headers: str) -> dict[str, Any]:
+    r = client.post("/v1/files", files={"file": ("in.jsonl", data, "application/jsonl")},
+                    data={"purpose": "batch"}, headers=headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def create(client: TestClient, file_id: str, **extra: Any) -> Any:
+    return client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                            "completion_window": "24h", **extra})
+
+
+# --- files -------------------------------------------------------------------------
+def test_files_upload_read_list_delete(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    data = jsonl([chat("a"), chat("b")])
+    first = upload(client, data)
+    assert first["object"] == "file" and first["purpose"] == "batch" and first["bytes"] == len(data)
+    assert first["filename"] == "in.jsonl" and first["status"] == "processed"
+    assert client.get(f"/v1/files/{first['id']}").json() == first
+    assert client.get(f"/v1/files/{first['id']}/content").content == data
+    others = [upload(client, jsonl([chat(f"x{i}")])) for i in range(2)]
+    page = client.get("/v1/files", params={"limit": 2}).json()
+    assert [f["id"] for f in page["data"]] == [others[1]["id"], others[0]["id"]] and page["has_more"] is True
+    rest = client.get("/v1/files", params={"limit": 2, "after": page["last_id"]}).json()
+    assert [f["id"] for f in rest["data"]] == [first["id"]] and rest["has_more"] is False
+    asc = client.get("/v1/files", params={"order": "asc"}).json()
+    assert [f["id"] for f in asc["data"]] == [first["id"], others[0]["id"], others[1]["id"]]
+    r = client.delete(f"/v1/files/{first['id']}")
+    assert r.json() == {"id": first["id"], "object": "file", "deleted": True}
+    assert client.get(f"/v1/files/{first['id']}").status_code == 404
+    assert client.get(f"/v1/files/{first['id']}/content").status_code == 404
+    assert not list((tmp_path / "objects").rglob(f"{first['id']}/*"))
+
+
+@pytest.mark.parametrize(("case", "data", "purpose", "status", "field"), [
+    ("wrong purpose", jsonl([chat("a")]), "fine-tune", 422, "purpose"),
+    ("empty", b"\n\n", "batch", 422, "file"),
+    ("too many lines", jsonl([chat(f"c{i}") for i in range(21)]), "batch", 422, "file"),
+    ("line too long", jsonl([chat("a", CANARY * 200)]), "batch", 422, "file"),
+    ("too large", jsonl([chat(f"c{i}", "x" * 3500) for i in range(19)]), "batch", 413, "file"),
+])
+def test_bad_uploads_are_refused_and_nothing_is_stored(client: TestClient, settings: Settings, tmp_path: Path,
+                                                       case: str, data: bytes, purpose: str, status: int,
+                                                       field: str) -> None:
+    r = client.post("/v1/files", files={"file": ("in.jsonl", data)}, data={"purpose": purpose})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["param"] == field and CANARY not in r.text
+    assert _count(settings, StoredFile) == 0
+    assert not list((tmp_path / "objects").rglob("*.jsonl"))
+
+
+def test_upload_over_the_file_limit_is_413_before_reading(client: TestClient, settings: Settings) -> None:
+    too_long = str(settings.batch_max_file_bytes + (2 << 20))
+    r = client.post("/v1/files", content=b"x",
+                    headers={"content-type": "multipart/form-data; boundary=b", "content-length": too_long})
+    assert r.status_code == 413
+
+
+# --- creating batches ------------------------------------------------------------------
+def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestClient, settings: Settings) -> None:
+    file = upload(client, jsonl([chat("c1", n=2), personalize("p1", ["Ana", "Ben"]),
+                                 {"custom_id": "g1", "method": "POST", "url": "/v1/augment", "body": {}}]))
+    r = create(client, file["id"], metadata={"campaign": "autumn"})
+    assert r.status_code == 200, r.text
+    batch = r.json()
+    assert batch["object"] == "batch" and batch["status"] == "in_progress" and batch["model"] == MODEL
+    assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 1}  # the augment line
+    assert batch["metadata"] == {"campaign": "autumn"} and batch["errors"] is None
+    assert batch["expires_at"] - batch["created_at"] == 24 * 3600
+    assert batch["progress"]["items_total"] == 5 and batch["progress"]["items_done"] == 1
+    with get_sessionmaker(settings.database_url)() as s:
+        row = s.get(Batch, batch["id"])
+        assert row is not None and row.job_id is not None
+        job = s.get(Job, row.job_id)
+        assert job is not None and (job.kind, job.queue, job.item_count, job.chunk_count) == ("batch", QUEUE, 5, 3)
+        items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
+        assert [(i.key, i.variant, i.state) for i in items] == [
+            ("c1", 0, ItemState.PENDING), ("c1", 1, ItemState.PENDING), ("p1", 0, ItemState.PENDING),
+            ("p1", 1, ItemState.PENDING), ("g1", 0, ItemState.FAILED)]
+        assert items[2].prompt == "Greet Ana." and items[3].record["recipient"] == "ben"
+        assert items[0].request is not None and items[0].request["params"]["max_new_tokens"] == 8
+    assert _queued(settings) == ["factory.generate_chunk"] * 3
+    assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "in_progress"
+
+
+def test_bad_lines_fail_the_batch_naming_each_line_and_nothing_is_enqueued(client: TestClient,
+                                                                           settings: Settings) -> None:
+    lines: list[Any] = [
+        chat("ok-1"),
+        chat("ok-1"),                                                          # 2: duplicate custom_id
+        {**chat("get"), "method": "GET"},                                      # 3
+        b'{"custom_id": "broken", ' + CANARY.encode(),                          # 4: not JSON
+        chat("model", model="gpt-9-ultra"),                                    # 5
+        chat("temp", temperature=9),                                           # 6
+        {**chat("url"), "url": "/v1/embeddings"},                              # 7
+        personalize("p", []),                                                  # 8: empty audience
+    ]
+    r = create(client, upload(client, jsonl(lines))["id"])
+    assert r.status_code == 200, r.text
+    batch = r.json()
+    assert batch["status"] == "failed" and batch["failed_at"] is not None and batch["in_progress_at"] is None
+    assert [(e["line"], e["code"], e["param"]) for e in batch["errors"]["data"]] == [
+        (2, "duplicate_custom_id", "custom_id"), (3, "invalid_method", "method"), (4, "invalid_json_line", None),
+        (5, "model_not_found", "body.model"), (6, "invalid_request", "body.temperature"),
+        (7, "invalid_url", "url"), (8, "invalid_request", "body.audience")]
+    assert batch["request_counts"] == {"total": 8, "completed": 0, "failed": 0}
+    assert CANARY not in r.text
+    for model in (Job, Chunk, Item, OutboxMessage):
+        assert _count(settings, model) == 0, model
+    assert _count(settings, Batch) == 1 and _queued(settings) == []
+    assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "failed"
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").status_code == 409
+
+
+def test_mixing_models_fails_validation(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps([{"name": "other-model", "source": "local", "location": str(tmp_path)}]))
+    import os
+
+    os.environ["FACTORY_MODELS_FILE"] = str(models)
+    try:
+        batch = create(client, upload(client, jsonl([chat("a"), chat("b", model="other-model")]))["id"]).json()
+    finally:
+        del os.environ["FACTORY_MODELS_FILE"]
+    assert [(e["line"], e["code"]) for e in batch["errors"]["data"]] == [(2, "mismatched_model")]
+
+
+@pytest.mark.parametrize(("case", "extra", "status", "field"), [
+    ("unknown file", {"input_file_id": "file_" + "0" * 28}, 404, "input_file_id"),
+    ("wrong endpoint", {"endpoint": "/v1/embeddings"}, 422, "endpoint"),
+    ("wrong window", {"completion_window": "1h"}, 422, "completion_window"),
+    ("metadata too big", {"metadata": {f"k{i}": "v" for i in range(17)}}, 422, "metadata"),
+    ("metadata value type", {"metadata": {"k": 1}}, 422, "metadata.k"),
+    ("unknown field", {"surprise": CANARY}, 422, "surprise"),
+    ("webhook without a secret", {"webhook_url": "http://127.0.0.1:9/hook"}, 422, "webhook_url"),
+    ("missing file id", {"input_file_id": None}, 422, "input_file_id"),
+])
+def test_bad_batch_requests_are_4xx_and_write_nothing(client: TestClient, settings: Settings, case: str,
+                                                      extra: dict[str, Any], status: int, field: str) -> None:
+    file = upload(client, jsonl([chat("a")]))
+    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h", **extra}
+    r = client.post("/v1/batches", json={k: v for k, v in body.items() if v is not None})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["field"] == field and err["message"] and err["type"]
+    assert CANARY not in r.text
+    for model in (Batch, Job, Item, OutboxMessage):
+        assert _count(settings, model) == 0
+
+
+def test_list_batches_newest_first_with_cursor(client: TestClient) -> None:
+    file = upload(client, jsonl([chat("a")]))
+    ids = [create(client, file["id"]).json()["id"] for _ in range(3)]
+    page = client.get("/v1/batches", params={"limit": 2}).json()
+    assert [b["id"] for b in page["data"]] == ids[::-1][:2] and page["has_more"] is True
+    rest = client.get("/v1/batches", params={"limit": 2, "after": page["last_id"]}).json()
+    assert [b["id"] for b in rest["data"]] == [ids[0]] and rest["has_more"] is False
+    assert client.get("/v1/batches", params={"limit": 101}).status_code == 422
+
+
+# --- cancel and expiry (no worker: everything is still pending) ------------------------
+def test_cancel_stops_pending_lines_and_queues_finalization(client: TestClient, settings: Settings) -> None:
+    batch = create(client, upload(client, jsonl([chat(f"c{i}") for i in range(5)]))["id"]).json()
+    r = client.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["status"] == "cancelling" and out["cancelling_at"] is not None
+    assert out["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
+    assert _queued(settings).count("factory.finalize_job") == 1
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
+
+
+def test_a_batch_past_its_window_expires_when_read(db_url: str, broker_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
+                        chunk_size=2, batch_window_override_s=0.2)
+    with TestClient(create_app(settings, run_migrations=False)) as client:
+        batch = create(client, upload(client, jsonl([chat("a"), chat("b"), chat("c")]))["id"]).json()
+        assert batch["expires_at"] - batch["created_at"] <= 1
+        time.sleep(0.3)
+        out = client.get(f"/v1/batches/{batch['id']}").json()
+    # The unfinished lines stopped; the finalize step turns the batch into "expired".
+    assert out["status"] == "finalizing" and out["cancelling_at"] is None
+    assert out["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+    assert _queued(settings).count("factory.finalize_job") == 1
+    with get_sessionmaker(settings.database_url)() as s:
+        row = s.get(Batch, batch["id"])
+        assert row is not None and row.expire_requested_at is not None
+        job = s.get(Job, row.job_id)
+        assert job is not None and job.status == JobStatus.CANCELLING
+        # Nothing else is due: the periodic sweep finds nothing more to do.
+        assert batches_service.expire_due_batches(s, settings).batch_ids == []
+
+
+def test_periodic_expiry_sweep(db_url: str, broker_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
+                        batch_window_override_s=0.1)
+    with TestClient(create_app(settings, run_migrations=False)) as client:
+        ids = [create(client, upload(client, jsonl([chat("a")]))["id"]).json()["id"] for _ in range(2)]
+    time.sleep(0.2)
+    with get_sessionmaker(settings.database_url)() as s:
+        expiry = batches_service.expire_due_batches(s, settings)
+        s.commit()
+        assert sorted(expiry.batch_ids) == sorted(ids) and len(expiry.outbox_ids) == 2
+        assert batches_service.expire_due_batches(s, settings).batch_ids == []
+
+
+# --- Idempotency-Key ------------------------------------------------------------------------
+def test_idempotent_batch_create_and_cancel(client: TestClient, settings: Settings) -> None:
+    file = upload(client, jsonl([chat("a"), chat("b")]))
+    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    first = client.post("/v1/batches", json=body, headers={"Idempotency-Key": "create-1"})
+    again = client.post("/v1/batches", json=body, headers={"Idempotency-Key": "create-1"})
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert _count(settings, Batch) == 1 and _count(settings, Job) == 1
+    other = client.post("/v1/batches", json={**body, "metadata": {"x": "y"}}, headers={"Idempotency-Key": "create-1"})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    # Same key on another path is another request too.
+    assert client.post("/v1/jobs", json={}, headers={"Idempotency-Key": "create-1"}).status_code == 409
+    cancel = f"/v1/batches/{first.json()['id']}/cancel"
+    c1 = client.post(cancel, headers={"Idempotency-Key": "cancel-1"})
+    c2 = client.post(cancel, headers={"Idempotency-Key": "cancel-1"})
+    assert c1.status_code == c2.status_code == 200 and c1.content == c2.content
+
+
+def test_idempotent_upload_survives_a_new_multipart_boundary(client: TestClient, settings: Settings) -> None:
+    data = jsonl([chat("a")])
+    first = upload(client, data, **{"Idempotency-Key": "upload-1"})
+    # httpx draws a new random boundary for every request, as a retrying SDK does.
+    second = upload(client, data, **{"Idempotency-Key": "upload-1"})
+    assert second["id"] == first["id"] and _count(settings, StoredFile) == 1
+    r = client.post("/v1/files", files={"file": ("in.jsonl", data + data.replace(b'"a"', b'"b"'))},
+                    data={"purpose": "batch"}, headers={"Idempotency-Key": "upload-1"})
+    assert r.status_code == 409
+
+
+def test_idempotent_job_submit_and_validation_errors_are_replayed(client: TestClient, settings: Settings) -> None:
+    body = {"kind": "personalization", "template": "Hi {{ name }}", "audience": [{"id": "a", "name": "A"}]}
+    a = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "job-1"})
+    b = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "job-1"})
+    assert a.status_code == 202 and b.json()["id"] == a.json()["id"] and _count(settings, Job) == 1
+    bad = {**body, "variants": 0}
+    e1 = client.post("/v1/jobs", json=bad, headers={"Idempotency-Key": "job-2"})
+    e2 = client.post("/v1/jobs", json=bad, headers={"Idempotency-Key": "job-2"})
+    assert e1.status_code == e2.status_code == 422 and e1.content == e2.content
+    assert client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "bad key"}).status_code == 422
+
+
+def test_a_5xx_releases_the_key(client: TestClient, settings: Settings) -> None:
+    """No worker consumes the priority queue here, so the chat request times out (504) and may be retried."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    r = client.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": "chat-1"})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    assert f"gen.{MODEL}.priority" in r.json()["error"]["message"]
+    assert _count(settings, IdempotencyKey) == 0
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.scalar(select(Job))
+        assert job is not None and job.kind == "chat" and job.queue == f"gen.{MODEL}.priority"
+        assert job.status == JobStatus.CANCELLING  # given up: it will not run later
+    assert sorted(_queued(settings, f"gen.{MODEL}.priority")) == ["factory.finalize_job", "factory.generate_chunk"]
+
+
+def test_chat_bad_input_is_422(client: TestClient) -> None:
+    for body, field in [({"model": MODEL, "messages": []}, "messages"),
+                        ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, "model"),
+                        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
+                        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 50}, "n")]:
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["param"] == field
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(client: TestClient) -> None:
+    data = b"\xef\xbb\xbf" + jsonl([chat("a"), chat("b")]).replace(b"\n", b"\r\n")
+    batch = create(client, upload(client, data)["id"]).json()
+    assert batch["status"] == "in_progress" and batch["request_counts"]["total"] == 2

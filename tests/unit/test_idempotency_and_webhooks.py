@@ -1,0 +1,74 @@
+"""Request fingerprints for Idempotency-Key, and webhook signatures as the OpenAI SDK verifies them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+from openai._exceptions import InvalidWebhookSignatureError
+
+from factory.batches import webhooks
+from factory.idempotency.service import RequestFingerprint, valid_key
+
+
+def _multipart(boundary: str, content: bytes) -> tuple[str, bytes]:
+    request = httpx.Request("POST", "http://x/v1/files", files={"file": ("in.jsonl", content)},
+                            data={"purpose": "batch"},
+                            headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    return request.headers["content-type"], request.read()
+
+
+def _fingerprint(content_type: str, body: bytes, chunk: int) -> str:
+    fp = RequestFingerprint("POST", "/v1/files", "", content_type)
+    for i in range(0, len(body), chunk):
+        fp.update(body[i:i + chunk])
+    return fp.hexdigest()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 16])
+def test_multipart_fingerprint_ignores_the_random_boundary(chunk: int) -> None:
+    content = b'{"a": 1}\n' * 50
+    ct1, body1 = _multipart("a" * 32, content)
+    ct2, body2 = _multipart("f0" * 16, content)
+    assert body1 != body2
+    assert _fingerprint(ct1, body1, chunk) == _fingerprint(ct2, body2, 1 << 16)
+    ct3, body3 = _multipart("a" * 32, content + b"x")
+    assert _fingerprint(ct3, body3, chunk) != _fingerprint(ct1, body1, chunk)
+
+
+def test_json_fingerprint_covers_path_and_body() -> None:
+    def fp(path: str, body: bytes) -> str:
+        f = RequestFingerprint("POST", path, "", "application/json")
+        f.update(body)
+        return f.hexdigest()
+
+    assert fp("/v1/batches", b"{}") == fp("/v1/batches", b"{}")
+    assert fp("/v1/batches", b"{}") != fp("/v1/jobs", b"{}")
+    assert fp("/v1/batches", b"{}") != fp("/v1/batches", b'{"a":1}')
+
+
+def test_key_syntax() -> None:
+    assert valid_key("abc-123_XYZ:1")
+    assert not valid_key("") and not valid_key("has space") and not valid_key("x" * 256) and not valid_key("é")
+
+
+@pytest.mark.parametrize("secret", ["plain-secret", "whsec_" + base64.b64encode(b"0123456789abcdef").decode()])
+def test_signature_verifies_with_the_openai_sdk(secret: str) -> None:
+    event_id, payload = webhooks.event("batch_" + "a" * 28, "completed", 1_800_000_000)
+    body = json.dumps(payload, separators=(",", ":"))
+    ts = int(time.time())
+    headers = {"webhook-id": event_id, "webhook-timestamp": str(ts),
+               "webhook-signature": webhooks.sign(secret, event_id, ts, body)}
+    event = OpenAI(api_key="test").webhooks.unwrap(body, headers, secret=secret)
+    assert event.type == "batch.completed" and event.data.id == "batch_" + "a" * 28
+    with pytest.raises(InvalidWebhookSignatureError):
+        OpenAI(api_key="test").webhooks.unwrap(body.replace("completed", "cancelled"), headers, secret=secret)
+
+
+def test_event_id_is_stable_per_batch_and_status() -> None:
+    assert webhooks.event("batch_x", "completed", 1)[0] == webhooks.event("batch_x", "completed", 2)[0]
+    assert webhooks.event("batch_x", "completed", 1)[0] != webhooks.event("batch_x", "expired", 1)[0]
