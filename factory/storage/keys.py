@@ -30,3 +30,26 @@ def job_manifest_key(tenant_id: str, job_id: str) -> str:
     """A small JSON summary of a finished job (counts, model, parameters)."""
     return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
             "/manifest.json")
+
+
+def _job_prefix(tenant_id: str, job_id: str) -> str:
+    return f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
+
+
+def campaign_audience_key(tenant_id: str, job_id: str) -> str:
+    """A campaign's recipients as submitted (normalised JSONL), read back by the export step."""
+    return f"{_job_prefix(tenant_id, job_id)}/campaign/audience.jsonl"
+
+
+def campaign_report_key(tenant_id: str, job_id: str) -> str:
+    return f"{_job_prefix(tenant_id, job_id)}/campaign/report.json"
+
+
+CAMPAIGN_EXPORT_FORMATS = ("csv", "jsonl")
+
+
+def campaign_export_key(tenant_id: str, job_id: str, fmt: str) -> str:
+    """One row (CSV) or line (JSONL) per recipient, columns per variant, for ESP import."""
+    if fmt not in CAMPAIGN_EXPORT_FORMATS:
+        raise ValueError("refusing to build a storage key for an unknown export format")
+    return f"{_job_prefix(tenant_id, job_id)}/campaign/recipients.{fmt}"

@@ -38,7 +38,7 @@ class FakeGenerator:
         for req in batch:
             if "POISON" in req.prompt:
                 raise PoisonedPrompt("generator crashed on this prompt")
-            tag = hashlib.sha256(f"{req.seed}:{req.messages}".encode()).hexdigest()[:8]
+            tag = hashlib.sha256(f"{req.seed}:{req.messages}:{req.prefill}".encode()).hexdigest()[:8]
             text = f"[{tag}] {req.prompt[:60]}"
             out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),
                                         completion_tokens=len(text.split()), finish_reason="stop"))

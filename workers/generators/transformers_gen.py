@@ -137,9 +137,16 @@ class TransformersGenerator:
     @torch.inference_mode()
     def _generate_group(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         first = batch[0]
+        # A group is all-prefilled or none (sampling_key says so): the chat template either
+        # opens a fresh assistant turn or continues the given one.
+        prefilled = first.prefill is not None
+        conversations = [
+            [*r.messages, {"role": "assistant", "content": r.prefill}] if prefilled else list(r.messages)
+            for r in batch
+        ]
         enc = self.tokenizer.apply_chat_template(
-            [list(r.messages) for r in batch], add_generation_prompt=True, padding=True,
-            return_tensors="pt", return_dict=True,
+            conversations, add_generation_prompt=not prefilled, continue_final_message=prefilled,
+            padding=True, return_tensors="pt", return_dict=True,
         ).to(self.device)
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from factory import __version__
 from factory.db.models import Item, Job
 from factory.jobs import execution
+from factory.jobs.execution import CheckOutcome
 from factory.provenance.hashing import canonical_json
 from factory.storage import ObjectStore
 from factory.storage.keys import job_manifest_key
@@ -31,6 +32,8 @@ class Outcome:
     result: GenerationResult | None
     error: str | None = None
     extra: dict[str, Any] | None = None
+    # Kinds that check their output (campaigns) also say how the checks went.
+    checks: CheckOutcome | None = None
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,9 @@ def generate_chunk(self: Task, chunk_id: str) -> str:
         for item, outcome in zip(items, outcomes, strict=True):
             prov = handler.provenance(gen, job, item, outcome, ctx, len(items), generate_ms)
             if outcome.result is not None:
-                execution.record_success(session, item, outcome.result.text, prov)
+                execution.record_success(session, item, outcome.result.text, prov, outcome.checks)
             else:
-                execution.record_failure(session, item, outcome.error or "generation failed", prov)
+                execution.record_failure(session, item, outcome.error or "generation failed", prov, outcome.checks)
         session.flush()
         # The shard holds every item of the chunk in its final state; written before
         # the commit, so a committed chunk always has its shard.
