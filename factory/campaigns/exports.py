@@ -18,7 +18,7 @@ from typing import Any
 
 from factory.campaigns.plan import CampaignPlan, MessagePlan
 from factory.channels.checks import length_failure
-from factory.channels.sms import count_sms
+from factory.channels.sms import count_sms, smart_encode
 from factory.channels.specs import channel
 from factory.channels.text import fill_merge_tags
 from factory.db.models import Item
@@ -56,6 +56,8 @@ def _variant_for(plan: CampaignPlan, message: MessagePlan, item: Item | None, co
     else:
         fields, status, failed = dict(item.fields or {}), item.check_status, list(item.failed_checks or [])
     filled = {k: fill_merge_tags(v, merge, tags) for k, v in fields.items()}
+    if message.channel == "sms" and not control:
+        filled = {k: smart_encode(v) for k, v in filled.items()}  # as the checks measured it
     if status in ("passed", "control"):
         rules = plan.rules(message, merge)
         over = [f"{k}:{f}" for k, v in filled.items() if (f := length_failure(k, v, rules)) is not None]

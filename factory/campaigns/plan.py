@@ -84,7 +84,7 @@ class CampaignPlan(BaseModel):
         """The checks for one copy; ``merge_values`` are the recipient's (or a segment's worst case)."""
         brand = self.brand.rules
         tags = frozenset(self.merge_tags)
-        required: dict[str, list[str]] = dict(brand.required_phrases)
+        required: dict[str, list[str]] = {str(k): v for k, v in brand.required_phrases.items()}
         opening = message.opening
         if opening and self.mode == "recipient":
             opening = fill_merge_tags(opening, merge_values, tags)

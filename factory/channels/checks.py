@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from factory.channels import text as T
-from factory.channels.sms import count_sms
+from factory.channels.sms import count_sms, smart_encode
 from factory.channels.specs import ChannelSpec
 
 # Placeholders a model leaves for someone else to fill: [Name], <city>, {product}, {{ x }}, XXX.
@@ -72,7 +72,8 @@ def length_failure(name: str, text: str, rules: CheckRules) -> str | None:
     spec = rules.channel.field(name)
     measured = worst_case(text, rules)
     if rules.channel.name == "sms":
-        return None if count_sms(measured).segments <= rules.sms_max_segments else "sms_segments"
+        # Sent smart-encoded (exports do it per recipient), so measured that way.
+        return None if count_sms(smart_encode(measured)).segments <= rules.sms_max_segments else "sms_segments"
     limit = spec.max_chars or (EMAIL_BODY_MAX_CHARS if spec.kind == "prose" else None)
     return "too_long" if limit is not None and len(measured) > limit else None
 

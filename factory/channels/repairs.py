@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from factory.channels import text as T
 from factory.channels.checks import CheckRules, length_failure, phrase_pattern
+from factory.channels.sms import smart_encode
 from factory.channels.specs import CHANNELS
 
 _PREAMBLE = re.compile(
@@ -155,6 +156,9 @@ def repair_copy(raw: Mapping[str, str], finish: Mapping[str, str], rules: CheckR
             out.fields[name] = _finish_line(name, t, finish.get(name) == "length", rules, out)
         else:
             out.fields[name] = _finish_prose(name, t, finish.get(name) == "length", rules, out)
+        if rules.channel.name == "sms":
+            out.fields[name] = _step(out.repairs, name, "smart_encoding", out.fields[name],
+                                     smart_encode(out.fields[name]))
     return out
 
 

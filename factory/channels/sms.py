@@ -12,6 +12,7 @@ across two parts, so a part can hold one unit less than the maximum.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,3 +58,27 @@ def count_sms(text: str) -> SmsCount:
             segments, used = segments + 1, 0
         used += size
     return SmsCount(encoding, units, segments)
+
+
+_LOOKALIKES = {"‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "…": "...",
+               "\u00a0": " ", "•": "-", "«": '"', "»": '"', "´": "'", "`": "'"}
+
+
+def smart_encode(text: str) -> str:
+    """Replace characters outside GSM-7 by their plain lookalikes (curly quotes, dashes, accents
+    the alphabet lacks), as carriers' "smart encoding" does, so one stray character does not
+    switch a whole message to UCS-2 and cut its length to 70. Returns the text unchanged when
+    something would still be outside GSM-7 (an emoji, a non-Latin script)."""
+    if is_gsm7(text):
+        return text
+    out = []
+    for c in text:
+        if c in GSM7_BASIC or c in GSM7_EXTENSION:
+            out.append(c)
+        elif c in _LOOKALIKES:
+            out.append(_LOOKALIKES[c])
+        else:
+            base = "".join(b for b in unicodedata.normalize("NFKD", c) if not unicodedata.combining(b))
+            out.append(base)
+    result = "".join(out)
+    return result if is_gsm7(result) else text

@@ -1,6 +1,7 @@
 """A fast, deterministic stand-in generator for tests of the queue and the data path.
 
-Never the default. A prompt containing ``POISON`` raises, to test isolation of a
+Never the default. A prefilled request (campaign copy) gets a short sentence of
+copy instead of an echo of its prompt. A prompt containing ``POISON`` raises, to test isolation of a
 bad item; ``delay_s`` makes a batch take time, to test kills and timeouts.
 """
 
@@ -30,6 +31,15 @@ class FakeGenerator:
     def unload(self) -> None:
         pass
 
+    @staticmethod
+    def _copy(tag: str) -> str:
+        """A continuation of a prefilled answer (campaign copy): a short sentence that passes the
+        checks, except for about one in five seeds, which leave a placeholder behind, so tests
+        see the check-and-regenerate path without a model."""
+        if int(tag[0], 16) < 3:
+            return f"Fresh autumn deals on [Product] are here, ref {tag}."
+        return f"Fresh autumn deals on outdoor gear are here, ref {tag}."
+
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.calls += 1
         if self.delay_s:
@@ -39,7 +49,7 @@ class FakeGenerator:
             if "POISON" in req.prompt:
                 raise PoisonedPrompt("generator crashed on this prompt")
             tag = hashlib.sha256(f"{req.seed}:{req.messages}:{req.prefill}".encode()).hexdigest()[:8]
-            text = f"[{tag}] {req.prompt[:60]}"
+            text = self._copy(tag) if req.prefill is not None else f"[{tag}] {req.prompt[:60]}"
             out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),
                                         completion_tokens=len(text.split()), finish_reason="stop"))
         return out
