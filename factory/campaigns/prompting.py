@@ -17,6 +17,7 @@ from typing import Any
 from factory.campaigns.plan import CampaignPlan, MessagePlan
 from factory.channels.specs import EXAMPLE_BRIEF, EXAMPLE_SEGMENT_BRIEF, FieldSpec, channel
 from factory.channels.text import MERGE_TAG, fill_merge_tags
+from factory.templates.sandbox import one_line
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
                   "pt": "Portuguese", "nl": "Dutch", "sv": "Swedish", "da": "Danish", "pl": "Polish"}
@@ -64,7 +65,10 @@ def opening_for(plan: CampaignPlan, message: MessagePlan, merge_values: Mapping[
     if not message.opening:
         return None
     if plan.mode == "recipient":
-        return fill_merge_tags(message.opening, merge_values, frozenset(plan.merge_tags))
+        # The copy starts with the recipient's own value (as a mail merge would put it), but as
+        # one plain line: a value cannot open a new turn inside the prefilled answer.
+        values = {k: one_line(v) for k, v in merge_values.items()}
+        return fill_merge_tags(message.opening, values, frozenset(plan.merge_tags))
     return message.opening
 
 

@@ -55,7 +55,8 @@ def has_emoji(text: str) -> bool:
 
 
 def strip_emoji(text: str) -> str:
-    return re.sub(r"[ \t]{2,}", " ", emoji.replace_emoji(text, "")).strip()
+    text = re.sub(r"[ \t]{2,}", " ", emoji.replace_emoji(text, ""))
+    return re.sub(r"[ \t]+([.,!?;:])", r"\1", text).strip()
 
 
 @lru_cache(maxsize=1)

@@ -34,13 +34,18 @@ MAX_DATA_VALUE_CHARS = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
-def as_data(value: Any) -> str:
+def one_line(value: Any) -> str:
+    """A value as one line of plain text: no control characters or line breaks, no delimiters, capped."""
     text = "" if value is None else str(value)
     text = _CONTROL.sub(" ", text).replace(DATA_OPEN, "").replace(DATA_CLOSE, "")
     text = " ".join(text.split())
     if len(text) > MAX_DATA_VALUE_CHARS:
         text = text[: MAX_DATA_VALUE_CHARS - 1] + "…"
-    return f"{DATA_OPEN}{text}{DATA_CLOSE}"
+    return text
+
+
+def as_data(value: Any) -> str:
+    return f"{DATA_OPEN}{one_line(value)}{DATA_CLOSE}"
 
 
 _data_env = ImmutableSandboxedEnvironment(
