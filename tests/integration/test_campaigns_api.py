@@ -18,6 +18,8 @@ from factory.db.session import get_sessionmaker
 from tests import campaign_data as data
 
 CANARY = "CANARY-5e1b-NOT-ECHOED"
+LONG_SMS = ("Our autumn sale is on now with 20% off boots, tents and jackets until Sunday. " * 2
+            + "Reply STOP to opt out.")
 
 
 @pytest.fixture
@@ -135,8 +137,7 @@ def _bad_inputs() -> list[tuple[str, Any, str, str]]:
             {"channel": "email", "template": "autumn-email-segment", "opening": "Hi {{ " + "city }}"}]},
          "messages[0].opening", "not a merge tag"),
         ("/v1/campaigns", {**data.segment_campaign(), "messages": [
-            {"channel": "sms", "template": "autumn-sms-segment", "control": {"text": "Our autumn sale is on now with 20% off boots, tents and jackets until Sunday. " * 2
-                                 + "Reply STOP to opt out."}}]},
+            {"channel": "sms", "template": "autumn-sms-segment", "control": {"text": LONG_SMS}}]},
          "messages[0].control", "text:sms_segments"),
         ("/v1/campaigns", {**data.segment_campaign(), "messages": [
             {"channel": "email", "template": "autumn-email-segment",

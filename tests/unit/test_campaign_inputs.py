@@ -6,10 +6,10 @@ import base64
 
 import pytest
 
+from factory.brands.schemas import BrandRules
 from factory.campaigns import audience as aud
 from factory.campaigns.plan import CampaignPlan, MessagePlan, PinnedBrand, PinnedTemplate, VariantPlan
 from factory.campaigns.prompting import field_request
-from factory.brands.schemas import BrandRules
 from factory.config import Settings
 from factory.errors import InvalidInput
 from factory.templates.sandbox import DATA_CLOSE, DATA_OPEN, compile_template
@@ -124,7 +124,8 @@ def test_recipient_fields_are_data_and_cannot_change_the_instructions(evil: str)
     benign = {"first_name": "Ana", "city": "Lisbon"}
     hostile = {"first_name": evil, "city": "Lisbon"}
     for field in ("subject", "preheader", "body"):
-        good = field_request(plan, plan.messages[0], field, template.render(benign, as_data=True), {"first_name": "Ana"})
+        good = field_request(plan, plan.messages[0], field, template.render(benign, as_data=True),
+                             {"first_name": "Ana"})
         bad = field_request(plan, plan.messages[0], field, template.render(hostile, as_data=True),
                             {"first_name": evil})
         # Everything but the last user message is byte-identical: system rules, the worked example.

@@ -147,7 +147,8 @@ def test_trimming_keeps_whole_sentences_and_makes_room_for_the_footer() -> None:
 
 def test_a_cut_off_line_ends_at_a_clause_or_stays_truncated() -> None:
     r = rules()
-    cut = repair_copy({"subject": "Ana, 20% off hiking gear until Sunday, where you can find"}, {"subject": "length"}, r)
+    cut = repair_copy({"subject": "Ana, 20% off hiking gear until Sunday, where you can find"},
+                      {"subject": "length"}, r)
     assert cut.fields["subject"] == "Ana, 20% off hiking gear until Sunday"
     assert cut.repairs == ["subject:trim_to_clause"]
     hopeless = repair_copy({"subject": "Twenty percent off everything in the"}, {"subject": "length"}, r)
