@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,8 +97,18 @@ def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
         client = httpx.Client(base_url=url, timeout=60)
         request.addfinalizer(client.close)
         _setup(client)
-        campaign, report = _run(client, data.segment_campaign())
-        cid = campaign["id"]
+        # Submitted from the shipped definition by the CLI: brand and templates are saved again
+        # (unchanged, so no new versions), the audience file goes as its raw bytes.
+        submit = subprocess.run([sys.executable, "-m", "factory.cli", "campaign", "submit",
+                                 str(data.EXAMPLES / "campaign-segments.json"), "--api-url", url],
+                                env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        match = re.search(r"campaign (job_[0-9a-f]{28}): 240 recipients, 16 copies", submit.stdout)
+        assert match, submit.stdout
+        cid = match.group(1)
+        assert wait_job(client, cid, timeout=300)["status"] == "succeeded"
+        report = client.get(f"/v1/campaigns/{cid}/report").json()
+        assert client.get("/v1/templates/autumn-email-segment").json()["version"] == 1
         csv_api = client.get(f"/v1/campaigns/{cid}/exports/csv")
         jsonl_api = client.get(f"/v1/campaigns/{cid}/exports/jsonl")
         cli_out = tmp_path / "export.csv"
