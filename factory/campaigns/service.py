@@ -30,7 +30,7 @@ from factory.channels.text import MERGE_TAG, normalise_merge_tags
 from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus, PromptTemplate
-from factory.errors import Conflict, FactoryError, InvalidInput, NotFound
+from factory.errors import Conflict, InvalidInput, NotFound
 from factory.jobs.repository import JobRepository
 from factory.models import registry
 from factory.outbox.repository import OutboxRepository
@@ -303,9 +303,4 @@ def read_export(store: ObjectStore, job: Job, fmt: str) -> bytes:
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"exports are written when the campaign succeeds; it is {job.status.value}",
                        field="campaign_id")
-    try:
-        return store.get_bytes(campaign_export_key(job.tenant_id, job.id, fmt))
-    except FactoryError:
-        raise
-    except Exception:
-        raise NotFound("export not found", field="format") from None
+    return store.get_bytes(campaign_export_key(job.tenant_id, job.id, fmt))

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from factory.channels.specs import ChannelName
+from factory.errors import InvalidInput
 from factory.jobs.schemas import GenerationParams
 
 VariableType = Literal["string", "integer", "number", "boolean"]
 VariableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 MAX_VARIABLES = 64
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    """Names of templates and brands (they appear in URLs): lowercase, digits, '.', '_', '-'."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidInput("name must be 1-64 lowercase letters, digits, '.', '_' or '-'", field="name")
+    return name
 
 
 class TemplateBody(BaseModel):

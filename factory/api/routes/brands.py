@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 from factory.api.deps import SessionDep, TenantDep
 from factory.brands import service
 from factory.brands.schemas import BrandCreate, BrandOut, BrandRules
+from factory.templates.schemas import check_name
 
 router = APIRouter(prefix="/v1/brands", tags=["brands"])
 
@@ -21,7 +22,7 @@ def create_brand(body: BrandCreate, session: SessionDep, tenant: TenantDep) -> B
 @router.put("/{name}")
 def edit_brand(name: str, body: BrandRules, session: SessionDep, tenant: TenantDep, response: Response) -> BrandOut:
     """A new version (201), or the current one (200) when nothing changed."""
-    BrandCreate.model_validate({**body.model_dump(), "name": name})  # the name's pattern
+    check_name(name)
     brand, created = service.edit_brand(session, tenant, name, body)
     session.commit()
     response.status_code = 201 if created else 200

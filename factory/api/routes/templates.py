@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.templates import service
-from factory.templates.schemas import TemplateBody, TemplateCreate, TemplateOut
+from factory.templates.schemas import TemplateBody, TemplateCreate, TemplateOut, check_name
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
@@ -22,7 +22,7 @@ def create_template(body: TemplateCreate, session: SessionDep, settings: Setting
 def edit_template(name: str, body: TemplateBody, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
                   response: Response) -> TemplateOut:
     """A new version (201), or the current one (200) when nothing changed."""
-    TemplateCreate.model_validate({**body.model_dump(exclude_unset=True), "name": name})  # the name's pattern
+    check_name(name)
     template, created = service.edit_template(session, settings, tenant, name, body)
     session.commit()
     response.status_code = 201 if created else 200
