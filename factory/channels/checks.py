@@ -22,6 +22,12 @@ _PLACEHOLDERS = re.compile(
     r"|«|»|\bX{3,}\b|\blorem ipsum\b",
     re.IGNORECASE,
 )
+# Words of the request itself coming back as copy ("Preheader: One short sentence.").
+_INSTRUCTION_ECHO = re.compile(
+    r"\b(?:one short sentence|short sentences|subject line|preheader|email body|text message|at most \d+ words"
+    r"|customer data|brief:|campaign:|customers?:)",
+    re.IGNORECASE,
+)
 MIN_WORDS = {"line": 2, "prose": 3}
 LANGUAGE_MIN_WORDS = 4
 READING_MIN_WORDS = 12
@@ -90,6 +96,8 @@ def check_field(name: str, text: str, rules: CheckRules, truncated: bool = False
         failed.append(failure)
     if leftover_placeholders(text, rules):
         failed.append("placeholder")
+    if _INSTRUCTION_ECHO.search(without_fixed_text(text, rules)):
+        failed.append("instruction_echo")
     if truncated or (spec.kind == "prose" and own and not T.ends_a_sentence(_before_required(text, rules))):
         failed.append("truncated")
     if any(phrase_pattern(p).search(text) for p in rules.banned):

@@ -77,6 +77,8 @@ def test_good_copy_passes_every_check() -> None:
     ({"body": "Hi {{first_name}}, our autumn sale has started. Boots are 20% off until Sunday."},
      "body:required_phrase"),
     ({"subject": "Autumn sale is here 🎉"}, "subject:emoji"),
+    ({"preheader": "One short sentence."}, "preheader:instruction_echo"),
+    ({"subject": "Subject line for our autumn sale"}, "subject:instruction_echo"),
     ({"preheader": ""}, "preheader:empty"),
     ({"body": "Hi {{first_name}}, " + FOOTER}, "body:empty"),
 ])
