@@ -138,21 +138,24 @@ def _run_chunk(settings: Settings, handler: PersonalizationHandler, gen: Generat
         execution.complete(s, claimed.chunk, "bench", None)
 
 
-def table(report: dict[str, Any]) -> str:
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    rows = [
-        "| mode | recipients | copies | model requests | before repair | after repair, 1st attempt | final "
-        "| attempts (copies) | time (s) | tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {report['mode']} | {report['recipients']} | {report['items']} | {report['model_requests']} "
-        f"| {pct(report['pass_rate_before_repair'])} | {pct(report['pass_rate_first_attempt'])} "
-        f"| **{pct(report['pass_rate'])}** | {report['attempts_histogram']} | {report['generate_s']} "
-        f"| {report['tokens_per_s']} |",
-    ]
-    return "\n".join(rows)
+HEADER = ("| definition | mode | recipients | copies | model requests | before repair | after repair, 1st attempt "
+          "| final | attempts (copies) | time (s) | tokens/s | failed checks, 1st attempt -> final |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def write_readme(text: str) -> None:
+def row(definition: str, report: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    return (f"| {definition} | {report['mode']} | {report['recipients']} | {report['items']} "
+            f"| {report['model_requests']} | {pct(report['pass_rate_before_repair'])} "
+            f"| {pct(report['pass_rate_first_attempt'])} | **{pct(report['pass_rate'])}** "
+            f"| {json.dumps(report['attempts_histogram'])} | {report['generate_s']} | {report['tokens_per_s']} "
+            f"| {json.dumps(report['failed_checks_first_attempt'])} -> {json.dumps(report['failed_checks_final'])} |")
+
+
+def write_readme(new_row: str, note: str) -> None:
+    """Replace this definition's row (rows of other definitions stay)."""
     readme = README.read_text()
     if MARK_START not in readme:
         readme += (
@@ -163,7 +166,11 @@ def write_readme(text: str) -> None:
             f"{MARK_START}\n{MARK_END}\n"
         )
     start, end = readme.index(MARK_START) + len(MARK_START), readme.index(MARK_END)
-    README.write_text(readme[:start] + "\n" + text + "\n" + readme[end:])
+    key = new_row.split("|")[1]
+    rows = [ln for ln in readme[start:end].splitlines()
+            if ln.startswith("| ") and not ln.startswith("| definition") and ln.split("|")[1] != key]
+    README.write_text(readme[:start] + "\n" + "\n".join([HEADER, *rows, new_row]) + "\n\n" + note + "\n"
+                      + readme[end:])
 
 
 def main() -> None:
@@ -176,19 +183,19 @@ def main() -> None:
     args = ap.parse_args()
     report = run(args.definition, 40 if args.quick and args.recipients is None else args.recipients,
                  args.chunk_size, args.quick)
-    out = table(report)
-    details = {k: report[k] for k in ("failed_checks_first_attempt", "failed_checks_final", "repairs", "by_variant")}
+    name = args.definition.name + (f" (first {args.recipients} rows)" if args.recipients else "")
+    out = row(name, report)
+    details = {k: report[k] for k in ("repairs", "by_variant")}
+    print(HEADER)
     print(out)
     print(json.dumps(details, indent=1))
     if args.quick:
         assert report["pass_rate"] is not None and report["items"] > 0, report
         return
     if args.write:
-        note = (f"\n{args.definition.name}, chunk size {args.chunk_size}, {report['device']}, "
-                f"{platform.machine()}; failed checks on the first attempt: "
-                f"{json.dumps(report['failed_checks_first_attempt'])}; at the end: "
-                f"{json.dumps(report['failed_checks_final'])}")
-        write_readme(out + "\n" + note)
+        note = (f"model {report.get('model', 'smollm2-135m-instruct')} on {report['device']} ({platform.machine()}), "
+                f"chunk size {args.chunk_size}; time is generation + checks for every chunk, one process.")
+        write_readme(out, note)
 
 
 if __name__ == "__main__":
