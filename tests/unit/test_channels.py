@@ -156,3 +156,22 @@ def test_a_cut_off_line_ends_at_a_clause_or_stays_truncated() -> None:
     hopeless = repair_copy({"subject": "Twenty percent off everything in the"}, {"subject": "length"}, r)
     assert hopeless.truncated == {"subject"}
     assert "subject:truncated" in check_copy({**GOOD, **hopeless.fields}, r, frozenset(hopeless.truncated))
+
+
+@pytest.mark.parametrize(("channel", "fields", "failed"), [
+    ("push", {"title": "Autumn sale starts today", "body": "Boots and tents are 20% off until Sunday."}, []),
+    ("push", {"title": "Our big autumn sale on boots, tents and jackets starts", "body": "Save 20% on boots now."},
+     ["title:too_long"]),
+    ("push", {"title": "Autumn sale", "body": "Boots, tents, jackets, stoves and packs are 20% off. " * 3},
+     ["body:too_long"]),
+    ("search_ad", {"headline": "Hiking Boots 20% Off", "description": "Save on boots and tents until Sunday."}, []),
+    ("search_ad", {"headline": "Hiking Boots and Tents 20% Off Now", "description": "Save until Sunday."},
+     ["headline:too_long"]),
+    ("search_ad", {"headline": "Boots 20% Off", "description": "Save on boots, tents, jackets, stoves and packs "
+                   "for every trail you love this autumn. Ends Sunday."}, ["description:too_long"]),
+    ("social", {"text": "Autumn is here and so is our sale: 20% off boots and tents until Sunday."}, []),
+    ("social", {"text": "Autumn is here and so is our sale on boots and tents. " * 6}, ["text:too_long"]),
+])
+def test_push_search_ad_and_social_limits(channel: str, fields: dict[str, str], failed: list[str]) -> None:
+    r = CheckRules(channel=CHANNELS[channel])
+    assert check_copy(fields, r) == failed
