@@ -45,7 +45,7 @@ def _write(session: Session, tenant_id: str, name: str, body: TemplateBody, vers
     template = PromptTemplate(
         id=new_id("tpl"), tenant_id=tenant_id, name=name, version=version, channel=body.channel,
         source=body.source, sha256=_fingerprint(body), variables=dict(body.variables),
-        system_prompt=body.system_prompt, params=body.params.model_dump() if body.params else {},
+        system_prompt=body.system_prompt, params=body.params.model_dump(exclude_unset=True) if body.params else {},
         description=body.description, created_at=utcnow(),
     )
     TemplateRepository(session).add(template)
