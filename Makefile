@@ -40,6 +40,7 @@ test: install $(COMPOSE_VENV)/.installed
 	FACTORY_COMPOSE_VENV=$(COMPOSE_VENV) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --quick
 	$(BIN)/python -m bench.ingest --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
@@ -47,6 +48,7 @@ test-fast: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --write
 	$(BIN)/python -m bench.ingest --write
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --write
 
 clean:
 	rm -rf .factory

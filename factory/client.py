@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,28 @@ class FactoryClient:
                 if line.strip():
                     yield json.loads(line)
 
+    # --- campaigns -----------------------------------------------------------
+    def put_brand(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.put(f"/v1/brands/{name}", json=body))  # type: ignore[no-any-return]
+
+    def put_template(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.put(f"/v1/templates/{name}", json=body))  # type: ignore[no-any-return]
+
+    def create_campaign(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/campaigns", json=body))  # type: ignore[no-any-return]
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/campaigns/{campaign_id}"))  # type: ignore[no-any-return]
+
+    def campaign_report(self, campaign_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/campaigns/{campaign_id}/report"))  # type: ignore[no-any-return]
+
+    def campaign_export(self, campaign_id: str, fmt: str) -> bytes:
+        resp = self.http.get(f"/v1/campaigns/{campaign_id}/exports/{fmt}")
+        if resp.status_code >= 400:
+            self._check(resp)
+        return resp.content
+
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz", timeout=2).status_code == 200
@@ -64,6 +88,38 @@ def read_audience(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return [dict(row) for row in csv.DictReader(text.splitlines())]
+
+
+@dataclass(frozen=True)
+class CampaignFile:
+    brand: dict[str, Any] | None
+    templates: list[dict[str, Any]]
+    campaign: dict[str, Any]
+
+
+def load_campaign_file(path: Path) -> CampaignFile:
+    """A campaign definition: the brand and templates it uses (files), and the campaign body.
+
+    The audience file is sent as its raw bytes (base64), so the server checks the
+    encoding and parses it exactly as it would a stored upload.
+    """
+    spec: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    base = path.parent
+    brand = json.loads((base / spec["brand_file"]).read_text(encoding="utf-8")) if "brand_file" in spec else None
+    templates = []
+    for name in spec.get("template_files", []):
+        tpl_path = base / name
+        tpl = json.loads(tpl_path.read_text(encoding="utf-8"))
+        if "source_file" in tpl:
+            tpl["source"] = (tpl_path.parent / tpl.pop("source_file")).read_text(encoding="utf-8").strip()
+        templates.append(tpl)
+    campaign = dict(spec["campaign"])
+    audience = dict(campaign.get("audience", {}))
+    if "file" in audience:
+        audience["data"] = base64.b64encode((base / audience.pop("file")).read_bytes()).decode("ascii")
+        audience["encoding"] = "base64"
+    campaign["audience"] = audience
+    return CampaignFile(brand=brand, templates=templates, campaign=campaign)
 
 
 def load_job_file(path: Path) -> dict[str, Any]:

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_template_chars: int = Field(default=20_000, ge=1)
     max_record_chars: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Campaigns in segment mode generate per segment, so their audience may be far
+    # larger than a job's item limit; segments still count against max_audience.
+    campaign_max_recipients: int = Field(default=1_000_000, ge=1)
 
     # Celery task limits. Hard limit < broker visibility timeout, so a task is
     # never redelivered while its first delivery can still be running.

@@ -21,6 +21,15 @@ from factory.queue import FINALIZE_JOB_TASK
 
 
 @dataclass(frozen=True)
+class CheckOutcome:
+    """How an item's output fared against its kind's checks (campaign copy): stored on the item."""
+
+    status: str  # "passed" or "failed"
+    failed_checks: list[str]
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ClaimedChunk:
     chunk: Chunk
     job: Job
@@ -49,14 +58,22 @@ def renew_lease(session: Session, chunk_id: str, owner: str, lease_s: float) -> 
     return JobRepository(session).renew_lease(chunk_id, owner, timedelta(seconds=lease_s))
 
 
-def record_success(session: Session, item: Item, text: str, provenance: dict[str, Any]) -> None:
+def record_success(session: Session, item: Item, text: str, provenance: dict[str, Any],
+                   checks: CheckOutcome | None = None) -> None:
     JobRepository(session).save_item_outcome(item.id, state=ItemState.SUCCEEDED, text=text, error=None,
-                                             provenance=provenance)
+                                             provenance=provenance, checks=_check_columns(checks))
 
 
-def record_failure(session: Session, item: Item, error: str, provenance: dict[str, Any] | None = None) -> None:
+def record_failure(session: Session, item: Item, error: str, provenance: dict[str, Any] | None = None,
+                   checks: CheckOutcome | None = None) -> None:
     JobRepository(session).save_item_outcome(item.id, state=ItemState.FAILED, text=None, error=error,
-                                             provenance=provenance)
+                                             provenance=provenance, checks=_check_columns(checks))
+
+
+def _check_columns(checks: CheckOutcome | None) -> dict[str, Any]:
+    if checks is None:
+        return {}
+    return {"check_status": checks.status, "failed_checks": checks.failed_checks, "fields": checks.fields}
 
 
 def close(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> bool:

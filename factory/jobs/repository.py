@@ -164,11 +164,16 @@ class JobRepository:
         return list(self.session.scalars(select(Item).where(Item.chunk_id == chunk_id).order_by(Item.seq)))
 
     def save_item_outcome(self, item_id: str, *, state: ItemState, text: str | None,
-                          error: str | None, provenance: dict[str, Any] | None) -> None:
-        """Only a pending item changes: a second delivery cannot overwrite a finished one."""
+                          error: str | None, provenance: dict[str, Any] | None,
+                          checks: dict[str, Any] | None = None) -> None:
+        """Only a pending item changes: a second delivery cannot overwrite a finished one.
+
+        ``checks`` sets the check columns (check_status, failed_checks, fields) for kinds that check.
+        """
         self.session.execute(
             update(Item).where(Item.id == item_id, Item.state == ItemState.PENDING)
-            .values(state=state, text=text, error=error, provenance=provenance, finished_at=utcnow())
+            .values(state=state, text=text, error=error, provenance=provenance, finished_at=utcnow(),
+                    **(checks or {}))
         )
 
     def finish_chunk(self, chunk_id: str, owner: str, state: ChunkState, *,

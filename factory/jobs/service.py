@@ -168,7 +168,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[Job, list
 
 def result_line(item: Item, job: Job) -> dict[str, Any]:
     """One JSONL line: the text (or error) with its recipient key and provenance."""
-    return {
+    line = {
         "job_id": job.id,
         "item_id": item.id,
         "key": item.key,
@@ -178,6 +178,9 @@ def result_line(item: Item, job: Job) -> dict[str, Any]:
         "error": item.error,
         "provenance": item.provenance,
     }
+    if item.check_status is not None:  # campaign copy: its fields and how its checks went
+        line.update(fields=item.fields, check_status=item.check_status, failed_checks=item.failed_checks)
+    return line
 
 
 def iter_results(session: Session, job: Job) -> Iterator[str]:

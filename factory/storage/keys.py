@@ -42,3 +42,26 @@ def file_content_key(tenant_id: str, file_id: str) -> str:
     """An uploaded or generated file (OpenAI Files API): one object per file id."""
     return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/files/{_check(file_id, _ID, 'file id')}"
             "/content.jsonl")
+
+
+def _job_prefix(tenant_id: str, job_id: str) -> str:
+    return f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
+
+
+def campaign_audience_key(tenant_id: str, job_id: str) -> str:
+    """A campaign's recipients as submitted (normalised JSONL), read back by the export step."""
+    return f"{_job_prefix(tenant_id, job_id)}/campaign/audience.jsonl"
+
+
+def campaign_report_key(tenant_id: str, job_id: str) -> str:
+    return f"{_job_prefix(tenant_id, job_id)}/campaign/report.json"
+
+
+CAMPAIGN_EXPORT_FORMATS = ("csv", "jsonl")
+
+
+def campaign_export_key(tenant_id: str, job_id: str, fmt: str) -> str:
+    """One row (CSV) or line (JSONL) per recipient, columns per variant, for ESP import."""
+    if fmt not in CAMPAIGN_EXPORT_FORMATS:
+        raise ValueError("refusing to build a storage key for an unknown export format")
+    return f"{_job_prefix(tenant_id, job_id)}/campaign/recipients.{fmt}"

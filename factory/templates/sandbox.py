@@ -9,11 +9,12 @@ not HTML). Variables are the record's top-level fields.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -21,6 +22,34 @@ from factory.errors import InvalidInput
 
 _env = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, auto_reload=False
+)
+
+
+# Recipient fields are data: in a campaign prompt every value a template prints is
+# made one line, stripped of the delimiters and wrapped in « », and the system
+# prompt says that text inside « » is data, never instructions. A value can
+# therefore neither add a line of its own nor close the delimiter it sits in.
+DATA_OPEN, DATA_CLOSE = "«", "»"
+MAX_DATA_VALUE_CHARS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(value: Any) -> str:
+    """A value as one line of plain text: no control characters or line breaks, no delimiters, capped."""
+    text = "" if value is None else str(value)
+    text = _CONTROL.sub(" ", text).replace(DATA_OPEN, "").replace(DATA_CLOSE, "")
+    text = " ".join(text.split())
+    if len(text) > MAX_DATA_VALUE_CHARS:
+        text = text[: MAX_DATA_VALUE_CHARS - 1] + "…"
+    return text
+
+
+def as_data(value: Any) -> str:
+    return f"{DATA_OPEN}{one_line(value)}{DATA_CLOSE}"
+
+
+_data_env = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, auto_reload=False, finalize=as_data
 )
 
 
@@ -34,9 +63,11 @@ class CompiledTemplate:
     variables: frozenset[str]
     sha256: str
 
-    def render(self, record: Mapping[str, Any], *, field: str = "audience") -> str:
+    def render(self, record: Mapping[str, Any], *, field: str = "audience", as_data: bool = False) -> str:
+        """The prompt for one record; ``as_data`` delimits every printed value (campaign prompts)."""
+        env = _data_env if as_data else _env
         try:
-            return _env.from_string(self.source).render(dict(record))
+            return env.from_string(self.source).render(dict(record))
         except SecurityError as exc:
             raise InvalidInput("template tried an operation the sandbox forbids", field="template") from exc
         except UndefinedError as exc:
@@ -47,8 +78,13 @@ class CompiledTemplate:
             raise InvalidInput(f"template failed to render ({type(exc).__name__})", field=field) from exc
 
 
-def compile_template(source: str, *, field: str = "template") -> CompiledTemplate:
-    """Parse once, list the variables it reads, and fingerprint it for provenance."""
+def compile_template(source: str, *, field: str = "template", registered: bool = False) -> CompiledTemplate:
+    """Parse once, list the variables it reads, and fingerprint it for provenance.
+
+    ``registered`` templates (``/v1/templates``) are also checked statically for
+    anything that reaches outside the record, so a bad one is refused when it is
+    saved rather than when a campaign renders it.
+    """
     try:
         ast = _env.parse(source)
     except TemplateSyntaxError as exc:
@@ -56,7 +92,29 @@ def compile_template(source: str, *, field: str = "template") -> CompiledTemplat
             f"template syntax error at line {exc.lineno}: {_short(exc.message or 'invalid syntax')}",
             field=field,
         ) from exc
+    if registered:
+        _refuse_reaching_outside(ast, field)
     variables = frozenset(meta.find_undeclared_variables(ast))
     return CompiledTemplate(
         source=source, variables=variables, sha256=hashlib.sha256(source.encode()).hexdigest()
     )
+
+
+def _refuse_reaching_outside(ast: nodes.Template, field: str) -> None:
+    """Refuse at registration what the sandbox would refuse at render time, and more.
+
+    A template reads the record's fields and nothing else: no private or dunder
+    attributes, no other templates (include/import/extends).
+    """
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Include, nodes.Import, nodes.FromImport,
+                              nodes.Extends)):
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            raise InvalidInput(f"template reads the attribute '{node.attr}', which is outside the record",
+                               field=field)
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and isinstance(node.arg.value, str) and node.arg.value.startswith("_"):
+            raise InvalidInput(f"template reads the key '{node.arg.value}', which is outside the record",
+                               field=field)
+        if isinstance(node, nodes.Include | nodes.Import | nodes.FromImport | nodes.Extends):
+            raise InvalidInput("template includes or imports other templates, which is not allowed",
+                               field=field)

@@ -22,6 +22,10 @@ class GenerationRequest:
     top_p: float = 0.95
     repetition_penalty: float = 1.1
     stop: tuple[str, ...] = ()
+    # The start of the assistant's answer, written for the model (e.g. "Subject:"): the
+    # model continues it instead of starting fresh, which steers small models into a
+    # format far more reliably than instructions alone. Results hold the continuation only.
+    prefill: str | None = None
 
     @classmethod
     def from_prompt(cls, prompt: str, seed: int, system_prompt: str | None = None, **params: Any) -> GenerationRequest:
@@ -36,12 +40,13 @@ class GenerationRequest:
 
     def sampling_key(self) -> tuple[Any, ...]:
         """Requests with the same key can share one batched call."""
-        return (self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.stop)
+        return (self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty, self.stop,
+                self.prefill is not None)
 
 
 @dataclass(frozen=True)
 class GenerationResult:
-    text: str
+    text: str  # what the model wrote (after the prefill, when there is one)
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)

@@ -4,6 +4,8 @@ Never the default. Markers in a prompt inject faults, for the fault-injection te
 ``POISON`` raises (a bad item the generator crashes on), ``STALL`` hangs (a chunk
 that never finishes on its own), ``CRASH`` kills the whole process (a bad item that
 takes its worker down). ``delay_s`` makes every batch take time, so kills land mid-chunk.
+A prefilled request (campaign copy) gets a short sentence of copy instead of an echo
+of its prompt.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ class FakeGenerator:
     def unload(self) -> None:
         pass
 
+    @staticmethod
+    def _copy(tag: str) -> str:
+        """A continuation of a prefilled answer (campaign copy): a short sentence that passes the
+        checks, except for about one in five seeds, which leave a placeholder behind, so tests
+        see the check-and-regenerate path without a model."""
+        if int(tag[0], 16) < 3:
+            return f"Fresh autumn deals on [Product] are here, ref {tag}."
+        return f"Fresh autumn deals on outdoor gear are here, ref {tag}."
+
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.calls += 1
         if self.delay_s:
@@ -48,8 +59,8 @@ class FakeGenerator:
                 time.sleep(STALL_S)  # interrupted by the task's soft time limit
             if "CRASH" in req.prompt:
                 os._exit(CRASH_EXIT_CODE)
-            tag = hashlib.sha256(f"{req.seed}:{req.messages}".encode()).hexdigest()[:8]
-            text = f"[{tag}] {req.prompt[:60]}"
+            tag = hashlib.sha256(f"{req.seed}:{req.messages}:{req.prefill}".encode()).hexdigest()[:8]
+            text = self._copy(tag) if req.prefill is not None else f"[{tag}] {req.prompt[:60]}"
             out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),
                                         completion_tokens=len(text.split()), finish_reason="stop"))
         return out

@@ -143,22 +143,29 @@ class TransformersGenerator:
     @torch.inference_mode()
     def _generate_group(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         first = batch[0]
+        # A group is all-prefilled or none (sampling_key says so): the chat template either
+        # opens a fresh assistant turn or continues the given one.
+        prefilled = first.prefill is not None
+        conversations = [
+            [*r.messages, {"role": "assistant", "content": r.prefill}] if prefilled else list(r.messages)
+            for r in batch
+        ]
         enc = self.tokenizer.apply_chat_template(
-            [list(r.messages) for r in batch], add_generation_prompt=True, padding=True,
-            return_tensors="pt", return_dict=True,
+            conversations, add_generation_prompt=not prefilled, continue_final_message=prefilled,
+            padding=True, return_tensors="pt", return_dict=True,
         ).to(self.device)
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
             do_sample=False, max_new_tokens=first.max_new_tokens,
             repetition_penalty=first.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos,
+            eos_token_id=eos, stop_strings=list(first.stop) or None,
         )
         processors = LogitsProcessorList()
         if first.temperature > 0:
             processors.append(PerRowSeededSampler([r.seed for r in batch], first.temperature, first.top_p))
-        extra: dict[str, Any] = {}
-        if first.stop:
-            extra = {"stop_strings": list(first.stop), "tokenizer": self.tokenizer}
+        # Stop strings live in the config (passing them beside it is deprecated); matching them
+        # needs the tokenizer.
+        extra: dict[str, Any] = {"tokenizer": self.tokenizer} if first.stop else {}
         out = self.model.generate(**enc, generation_config=config, logits_processor=processors, **extra)
         prompt_len = enc["input_ids"].shape[1]
         new_tokens = out[:, prompt_len:].cpu()

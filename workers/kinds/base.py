@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from factory import __version__
 from factory.db.models import Item, Job
 from factory.jobs import execution
+from factory.jobs.execution import CheckOutcome
 from factory.jobs.service import result_line
 from factory.provenance.hashing import canonical_json
 from factory.storage import ObjectStore
@@ -33,6 +34,8 @@ class Outcome:
     result: GenerationResult | None
     error: str | None = None
     extra: dict[str, Any] | None = None
+    # Kinds that check their output (campaigns) also say how the checks went.
+    checks: CheckOutcome | None = None
 
 
 @dataclass(frozen=True)

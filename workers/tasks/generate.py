@@ -133,9 +133,9 @@ def _save(settings: Settings, claimed: execution.ClaimedChunk, owner: str, outco
     with session_scope(settings.database_url) as session:
         for item, outcome, prov in zip(claimed.items, outcomes, provenance, strict=True):
             if outcome.result is not None:
-                execution.record_success(session, item, outcome.result.text, prov)
+                execution.record_success(session, item, outcome.result.text, prov, outcome.checks)
             else:
-                execution.record_failure(session, item, outcome.error or "generation failed", prov)
+                execution.record_failure(session, item, outcome.error or "generation failed", prov, outcome.checks)
         session.flush()
         key = result_shard_key(job.tenant_id, job.id, chunk.seq)
         if not execution.close(session, chunk, owner, key):

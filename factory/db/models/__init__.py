@@ -1,11 +1,12 @@
 """Every table. Import from here so Alembic sees the whole metadata."""
 
 from factory.db.models.batches import Batch
+from factory.db.models.catalog import BrandProfile, PromptTemplate
 from factory.db.models.files import StoredFile
 from factory.db.models.idempotency import IdempotencyKey
 from factory.db.models.jobs import Chunk, ChunkState, Item, ItemState, Job, JobStatus
 from factory.db.models.leases import LeaderLease
 from factory.db.models.outbox import OutboxMessage
 
-__all__ = ["Batch", "Chunk", "ChunkState", "IdempotencyKey", "Item", "ItemState", "Job", "JobStatus",
-           "LeaderLease", "OutboxMessage", "StoredFile"]
+__all__ = ["Batch", "BrandProfile", "Chunk", "ChunkState", "IdempotencyKey", "Item", "ItemState", "Job",
+           "JobStatus", "LeaderLease", "OutboxMessage", "PromptTemplate", "StoredFile"]

@@ -147,4 +147,9 @@ class Item(Base):
     text: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Campaign copy: the parsed fields ({"subject", "preheader", "body"}), whether the
+    # final copy passed every check ("passed" / "failed") and the checks it failed.
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    check_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    failed_checks: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

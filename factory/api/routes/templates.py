@@ -1,0 +1,39 @@
+"""Thin template routes: register, edit (a new version), read."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.templates import service
+from factory.templates.schemas import TemplateBody, TemplateCreate, TemplateOut, check_name
+
+router = APIRouter(prefix="/v1/templates", tags=["templates"])
+
+
+@router.post("", status_code=201)
+def create_template(body: TemplateCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> TemplateOut:
+    template = service.create_template(session, settings, tenant, body)
+    session.commit()
+    return service.describe(template)
+
+
+@router.put("/{name}")
+def edit_template(name: str, body: TemplateBody, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
+                  response: Response) -> TemplateOut:
+    """A new version (201), or the current one (200) when nothing changed."""
+    check_name(name)
+    template, created = service.edit_template(session, settings, tenant, name, body)
+    session.commit()
+    response.status_code = 201 if created else 200
+    return service.describe(template)
+
+
+@router.get("")
+def list_templates(session: SessionDep, tenant: TenantDep) -> dict[str, list[TemplateOut]]:
+    return {"data": [service.describe(t) for t in service.list_templates(session, tenant)]}
+
+
+@router.get("/{name}")
+def get_template(name: str, session: SessionDep, tenant: TenantDep, version: int | None = None) -> TemplateOut:
+    return service.describe(service.get_template(session, tenant, name, version))

@@ -1,0 +1,97 @@
+"""A campaign's plan: everything the worker needs, fixed at submit and stored in ``jobs.options``.
+
+Template versions and the brand's rules are copied in, so editing either later
+never changes a job that is already queued, and a finished job explains itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from factory.brands.schemas import BrandRules
+from factory.channels.checks import CheckRules
+from factory.channels.specs import channel
+from factory.channels.text import fill_merge_tags
+
+
+class PinnedTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: int
+    sha256: str
+    source: str
+    system_prompt: str | None
+    variables: dict[str, str]
+
+
+class MessagePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    template: PinnedTemplate
+    variants: int
+    opening: str | None
+    control: dict[str, str] | None
+    sms_max_segments: int
+    max_new_tokens: dict[str, int]
+
+
+class VariantPlan(BaseModel):
+    """One generated variant: item.variant is its index in ``CampaignPlan.variants``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant_id: str  # stable across runs: "<channel>.v<n>"; a control is "<channel>.control"
+    message: int
+    channel: str
+
+
+class PinnedBrand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: int
+    sha256: str
+    rules: BrandRules
+
+
+class CampaignPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    mode: Literal["recipient", "segment"]
+    brand: PinnedBrand
+    messages: list[MessagePlan]
+    variants: list[VariantPlan]
+    segment_by: list[str]
+    merge_tags: list[str]
+    name_tag: str | None
+    language: str | None
+    max_attempts: int
+    sampling: dict[str, float]
+    recipients: int
+    segments: int | None
+    audience_key: str
+
+    def control_ids(self) -> list[tuple[str, MessagePlan]]:
+        return [(f"{m.channel}.control", m) for m in self.messages if m.control]
+
+    def rules(self, message: MessagePlan, merge_values: Mapping[str, Any]) -> CheckRules:
+        """The checks for one copy; ``merge_values`` are the recipient's (or a segment's worst case)."""
+        brand = self.brand.rules
+        tags = frozenset(self.merge_tags)
+        required: dict[str, list[str]] = {str(k): v for k, v in brand.required_phrases.items()}
+        opening = message.opening
+        if opening and self.mode == "recipient":
+            opening = fill_merge_tags(opening, merge_values, tags)
+        return CheckRules(
+            channel=channel(message.channel), language=self.language, banned=tuple(brand.banned_phrases),
+            required=tuple(required.get(message.channel, [])), emoji_allowed=brand.emoji,
+            reading_grade_max=brand.reading_grade_max, merge_tags=tags,
+            merge_worst={k: str(v) for k, v in merge_values.items()}, sms_max_segments=message.sms_max_segments,
+            opening=opening, brand_name=brand.display_name,
+        )

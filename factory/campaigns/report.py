@@ -1,0 +1,72 @@
+"""A campaign's report: how much of its copy passed every check, before and after repair.
+
+Computed from the items (their check columns and provenance), so the API can
+show it live while the job runs; the finalize step stores the final one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from factory.campaigns.plan import CampaignPlan
+from factory.db.base import utcnow
+from factory.db.models import Item, ItemState, Job
+
+
+def _rate(n: int, total: int) -> float | None:
+    return round(n / total, 4) if total else None
+
+
+def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datetime | None = None) -> dict[str, Any]:
+    states: Counter[str] = Counter()
+    attempts: Counter[int] = Counter()
+    failed_final: Counter[str] = Counter()
+    failed_first: Counter[str] = Counter()
+    repairs: Counter[str] = Counter()
+    by_variant: dict[str, Counter[str]] = {v.variant_id: Counter() for v in plan.variants}
+    passed = raw_passed = first_passed = requests = completion_tokens = 0
+    for item in items:
+        states[item.state.value] += 1
+        info = (item.provenance or {}).get("campaign", {})
+        vid = plan.variants[item.variant].variant_id
+        by_variant[vid]["items"] += 1
+        if item.state == ItemState.PENDING or item.state == ItemState.CANCELLED:
+            continue
+        if item.check_status == "passed":
+            passed += 1
+            by_variant[vid]["passed"] += 1
+        else:
+            failed_final.update(item.failed_checks or [])
+        raw_passed += bool(info.get("passed_raw_first_attempt"))
+        first_passed += bool(info.get("passed_first_attempt"))
+        attempts[int(info.get("attempts", 0))] += 1
+        history = info.get("history") or []
+        if history:
+            failed_first.update(history[0].get("failed", []))
+        repairs.update(info.get("repairs", []))
+        requests += int(info.get("requests", 0))
+        completion_tokens += int((item.provenance or {}).get("completion_tokens", 0) or 0)
+    total = job.item_count
+    end = job.finished_at or now or utcnow()
+    return {
+        "object": "campaign.report", "campaign_id": job.id, "name": plan.name, "status": job.status.value,
+        "mode": plan.mode, "recipients": plan.recipients, "segments": plan.segments,
+        "variants": [v.variant_id for v in plan.variants], "controls": [vid for vid, _ in plan.control_ids()],
+        "items": total, "item_states": dict(states),
+        "passed": passed, "pass_rate": _rate(passed, total),
+        "pass_rate_before_repair": _rate(raw_passed, total),
+        "pass_rate_first_attempt": _rate(first_passed, total),
+        "attempts_histogram": {str(k): v for k, v in sorted(attempts.items())},
+        "max_attempts": plan.max_attempts,
+        "failed_checks_first_attempt": dict(failed_first.most_common()),
+        "failed_checks_final": dict(failed_final.most_common()),
+        "repairs": dict(repairs.most_common()),
+        "model_requests": requests, "completion_tokens": completion_tokens,
+        "model_requests_per_recipient": round(requests / plan.recipients, 4) if plan.recipients else None,
+        "by_variant": {vid: {"items": c["items"], "passed": c["passed"], "pass_rate": _rate(c["passed"], c["items"])}
+                       for vid, c in by_variant.items()},
+        "elapsed_s": round((end - job.created_at).total_seconds(), 1),
+    }

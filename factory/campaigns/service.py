@@ -1,0 +1,306 @@
+"""Campaign rules: validate everything, plan, then write the job. Never commits.
+
+A campaign becomes one job of kind ``personalization``: items are (recipient,
+variant) pairs, or (segment, variant) pairs in segment mode, where recipients who
+share the ``segment_by`` fields share one generation and their own values are
+filled into merge tags afterwards. Nothing is written until every check passed:
+templates and brand resolve, variables exist, every row parses, keys are unique,
+controls pass the channel's checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from factory.brands import service as brands_service
+from factory.campaigns import audience as aud
+from factory.campaigns.plan import CampaignPlan, MessagePlan, PinnedBrand, PinnedTemplate, VariantPlan
+from factory.campaigns.repository import CampaignRepository
+from factory.campaigns.schemas import CampaignCreate, CampaignOut, MessageSpec, VariantOut
+from factory.channels.checks import check_copy
+from factory.channels.specs import channel
+from factory.channels.text import MERGE_TAG, normalise_merge_tags
+from factory.config import Settings
+from factory.db.base import new_id, utcnow
+from factory.db.models import ChunkState, ItemState, Job, JobStatus, PromptTemplate
+from factory.errors import Conflict, InvalidInput, NotFound
+from factory.jobs.repository import JobRepository
+from factory.models import registry
+from factory.outbox.repository import OutboxRepository
+from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
+from factory.queue import GENERATE_CHUNK_TASK
+from factory.storage import ObjectStore
+from factory.storage.keys import CAMPAIGN_EXPORT_FORMATS, campaign_audience_key, campaign_export_key
+from factory.templates import service as templates_service
+from factory.templates.sandbox import CompiledTemplate, compile_template
+
+
+@dataclass(frozen=True)
+class CreatedCampaign:
+    job: Job
+    outbox_ids: list[str]
+
+
+@dataclass
+class Unit:
+    """What one generation is for: a recipient, or a segment of recipients."""
+
+    key: str
+    values: dict[str, Any]  # the fields the prompt may use
+    merge: dict[str, Any]  # merge-tag values (a segment: each tag's longest value, the worst case)
+    recipients: int = 1
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _tags(text: str | None) -> set[str]:
+    return {m.group(1) for m in MERGE_TAG.finditer(text or "")}
+
+
+def _pin_templates(session: Session, tenant_id: str, body: CampaignCreate) -> list[PromptTemplate]:
+    pinned = []
+    channels = [m.channel for m in body.messages]
+    if len(set(channels)) != len(channels):
+        raise InvalidInput("each channel may appear once in messages", field="messages")
+    for i, msg in enumerate(body.messages):
+        try:
+            t = templates_service.get_template(session, tenant_id, msg.template, msg.template_version)
+        except NotFound:
+            raise InvalidInput("unknown template (or version)", field=f"messages[{i}].template") from None
+        if t.channel is not None and t.channel != msg.channel:
+            raise InvalidInput(f"template is for channel '{t.channel}', not '{msg.channel}'",
+                               field=f"messages[{i}].template")
+        pinned.append(t)
+    return pinned
+
+
+def _field_types(body: CampaignCreate, templates: list[PromptTemplate]) -> dict[str, str]:
+    types: dict[str, str] = {}
+    for i, t in enumerate(templates):
+        for name, kind in t.variables.items():
+            if types.setdefault(name, kind) != kind:
+                raise InvalidInput(f"templates declare variable '{name}' with different types",
+                                   field=f"messages[{i}].template")
+    for name in [*body.merge_tags, *(body.segment_by or [])]:
+        types.setdefault(name, "string")
+    return types
+
+
+def _check_fields(body: CampaignCreate, templates: list[PromptTemplate],
+                  compiled: list[CompiledTemplate]) -> None:
+    tags = set(body.merge_tags)
+    if body.name_tag is not None and body.name_tag not in tags:
+        raise InvalidInput("name_tag must be one of merge_tags", field="name_tag")
+    for i, (msg, c) in enumerate(zip(body.messages, compiled, strict=True)):
+        unknown = _tags(msg.opening) - tags
+        if unknown:
+            raise InvalidInput(f"opening uses {{{{{sorted(unknown)[0]}}}}}, which is not a merge tag",
+                               field=f"messages[{i}].opening")
+        if body.segment_by is not None:
+            outside = sorted(c.variables - set(body.segment_by))
+            if outside:
+                raise InvalidInput(
+                    f"in segment mode a template may use only segment_by fields; '{outside[0]}' is not one "
+                    "(per-recipient values belong in merge tags)", field=f"messages[{i}].template")
+        if msg.control is not None:
+            spec = channel(msg.channel)
+            if set(msg.control) != set(spec.field_names):
+                raise InvalidInput(f"control must have exactly the fields {', '.join(spec.field_names)}",
+                                   field=f"messages[{i}].control")
+            for name, text in msg.control.items():
+                if _tags(text) - tags:
+                    raise InvalidInput("control uses a tag that is not a merge tag",
+                                       field=f"messages[{i}].control.{name}")
+
+
+def _units(recipients: Iterator[aud.Recipient], body: CampaignCreate, sink: io.BytesIO,
+           settings: Settings) -> tuple[list[Unit], int]:
+    """Stream recipients into the stored audience; return the units to generate for and the count."""
+    segment_by = body.segment_by
+    units: dict[str, Unit] = {}
+    count = 0
+    for r in recipients:
+        count += 1
+        merge = {t: r.fields[t] for t in body.merge_tags}
+        if segment_by is None:
+            units[r.key] = Unit(key=r.key, values=r.fields, merge=merge, record=r.fields)
+            seg = None
+        else:
+            values = {f: r.fields[f] for f in segment_by}
+            seg = "seg-" + sha256_text(canonical_json(values))[:16]
+            unit = units.get(seg)
+            if unit is None:
+                if len(units) >= settings.max_audience:
+                    raise InvalidInput(f"audience has more than {settings.max_audience} segments", field="segment_by")
+                unit = units[seg] = Unit(key=seg, values=values, merge=dict(merge), recipients=0)
+            unit.recipients += 1
+            for t, v in merge.items():
+                if len(str(v)) > len(str(unit.merge[t])):
+                    unit.merge[t] = v
+        sink.write((canonical_json({"key": r.key, "segment": seg, "merge": merge}) + "\n").encode())
+    for unit in units.values():
+        if segment_by is not None:
+            unit.record = {"segment": unit.values, "recipients": unit.recipients}
+    return list(units.values()), count
+
+
+def _worst_merge(units: list[Unit], tags: list[str]) -> dict[str, str]:
+    worst: dict[str, str] = {t: "" for t in tags}
+    for u in units:
+        for t in tags:
+            if len(str(u.merge.get(t, ""))) > len(worst[t]):
+                worst[t] = str(u.merge[t])
+    return worst
+
+
+def _check_controls(plan: CampaignPlan, units: list[Unit]) -> None:
+    worst = _worst_merge(units, plan.merge_tags)
+    for i, message in enumerate(plan.messages):
+        if message.control is None:
+            continue
+        rules = dataclasses.replace(plan.rules(message, worst), opening=None)
+        failed = check_copy(message.control, rules)
+        if failed:
+            raise InvalidInput(f"control fails the channel's checks: {', '.join(failed)}",
+                               field=f"messages[{i}].control")
+
+
+def _message_plan(msg: MessageSpec, t: PromptTemplate) -> MessagePlan:
+    spec = channel(msg.channel)
+    tokens = {f.name: f.max_new_tokens for f in spec.fields}
+    if "max_new_tokens" in t.params:
+        tokens[spec.main] = int(t.params["max_new_tokens"])
+    control = {k: normalise_merge_tags(v) for k, v in msg.control.items()} if msg.control else None
+    return MessagePlan(
+        channel=msg.channel,
+        template=PinnedTemplate(name=t.name, version=t.version, sha256=t.sha256, source=t.source,
+                                system_prompt=t.system_prompt, variables=dict(t.variables)),
+        variants=msg.variants, opening=normalise_merge_tags(msg.opening) if msg.opening else None,
+        control=control, sms_max_segments=msg.sms_max_segments, max_new_tokens=tokens,
+    )
+
+
+def create_campaign(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
+                    body: CampaignCreate) -> CreatedCampaign:
+    """Validate, plan and write one personalization job; store the normalised audience."""
+    model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
+    try:
+        brand = brands_service.get_brand(session, tenant_id, body.brand, body.brand_version)
+    except NotFound:
+        raise InvalidInput("unknown brand (or version)", field="brand") from None
+    templates = _pin_templates(session, tenant_id, body)
+    compiled = [compile_template(t.source, field=f"messages[{i}].template") for i, t in enumerate(templates)]
+    _check_fields(body, templates, compiled)
+    types = _field_types(body, templates)
+    needed = set().union(*(c.variables for c in compiled), body.merge_tags, body.segment_by or [])
+    max_rows = settings.campaign_max_recipients if body.segment_by else settings.max_audience
+    rules = aud.AudienceRules(key_column=body.audience.key_column, columns=dict(body.audience.columns),
+                              types=types, needed=needed, max_rows=max_rows,
+                              max_record_chars=settings.max_record_chars)
+    sink = io.BytesIO()
+    units, count = _units(aud.recipients(_rows(body), rules), body, sink, settings)
+
+    job_id = new_id("job")
+    messages = [_message_plan(m, t) for m, t in zip(body.messages, templates, strict=True)]
+    variants = [VariantPlan(variant_id=f"{m.channel}.v{n}", message=i, channel=m.channel)
+                for i, m in enumerate(messages) for n in range(1, m.variants + 1)]
+    if len(units) * len(variants) > settings.max_audience * settings.max_variants:
+        raise InvalidInput("recipients (or segments) x variants is over the job size limit", field="messages")
+    sampling = body.params.model_dump(exclude={"seed"})
+    plan = CampaignPlan(
+        name=body.name, mode="segment" if body.segment_by else "recipient",
+        brand=PinnedBrand(name=brand.name, version=brand.version, sha256=brand.sha256,
+                          rules=brands_service.describe(brand).profile),
+        messages=messages, variants=variants, segment_by=list(body.segment_by or []),
+        merge_tags=list(body.merge_tags), name_tag=body.name_tag, language=body.language,
+        max_attempts=body.max_attempts, sampling=sampling, recipients=count,
+        segments=len(units) if body.segment_by else None, audience_key=campaign_audience_key(tenant_id, job_id),
+    )
+    _check_controls(plan, units)
+    briefs = [[c.render(u.values, field="audience", as_data=True) for c in compiled] for u in units]
+    job_seed = body.params.seed if body.params.seed is not None else secrets.randbelow(2**31)
+    job = _write_job(session, settings, tenant_id, job_id, model, plan, units, briefs, templates, job_seed)
+    store.put_bytes(plan.audience_key, sink.getvalue(), "application/x-ndjson")
+    outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue,
+                                                    [[c] for c in JobRepository(session).chunk_ids(job.id)])
+    return CreatedCampaign(job=job, outbox_ids=outbox_ids)
+
+
+def _rows(body: CampaignCreate) -> Iterator[tuple[int, dict[str, Any]]]:
+    a = body.audience
+    if a.records is not None:
+        return ((i, dict(r)) for i, r in enumerate(a.records, start=1))
+    return aud.rows_from_bytes(aud.source_bytes(a.data or "", a.encoding), a.format)
+
+
+def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str, model: str, plan: CampaignPlan,
+               units: list[Unit], briefs: list[list[str]], templates: list[PromptTemplate], job_seed: int) -> Job:
+    now = utcnow()
+    pinned = canonical_json([{"name": t.name, "version": t.version, "sha256": t.sha256} for t in templates])
+    total = len(units) * len(plan.variants)
+    chunk_ids = [new_id("chk") for _ in range(-(-total // settings.chunk_size))]
+    job = Job(
+        id=job_id, tenant_id=tenant_id, kind="personalization", status=JobStatus.QUEUED, model=model,
+        queue=settings.queue_for_model(model), template=pinned, template_sha256=sha256_text(pinned),
+        system_prompt=None, params=dict(plan.sampling), seed=job_seed, variants=len(plan.variants),
+        item_count=total, chunk_count=len(chunk_ids), options={"campaign": plan.model_dump(mode="json")},
+        created_at=now,
+    )
+    repo = JobRepository(session)
+    repo.add_job(job)
+    repo.add_chunks([{"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
+                      "attempts": 0, "created_at": now} for seq, cid in enumerate(chunk_ids)])
+    items: list[dict[str, Any]] = []
+    seq = 0
+    for unit, unit_briefs in zip(units, briefs, strict=True):
+        for index, variant in enumerate(plan.variants):
+            brief = unit_briefs[variant.message]
+            items.append({
+                "id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id,
+                "chunk_id": chunk_ids[seq // settings.chunk_size], "seq": seq, "key": unit.key, "variant": index,
+                "record": unit.record, "prompt": brief, "prompt_sha256": sha256_text(brief),
+                "request": {"campaign": {"variant_id": variant.variant_id, "message": variant.message,
+                                         "merge": unit.merge}},
+                "seed": derive_seed(job_seed, unit.key, index), "state": ItemState.PENDING,
+            })
+            seq += 1
+    repo.add_items(items)
+    return job
+
+
+def get_campaign(session: Session, tenant_id: str, job_id: str) -> tuple[Job, CampaignPlan]:
+    job = JobRepository(session).get(tenant_id, job_id)
+    if job is None or "campaign" not in (job.options or {}):
+        raise NotFound("no such campaign", field="campaign_id")
+    return job, CampaignPlan.model_validate(job.options["campaign"])
+
+
+def describe(session: Session, job: Job, plan: CampaignPlan) -> CampaignOut:
+    counts = {state.value: n for state, n in JobRepository(session).item_counts(job.id).items()}
+    counts.update(CampaignRepository(session).check_counts(job.id))
+    variants = [VariantOut(variant_id=v.variant_id, channel=v.channel, control=False) for v in plan.variants]
+    variants += [VariantOut(variant_id=vid, channel=m.channel, control=True) for vid, m in plan.control_ids()]
+    return CampaignOut(
+        id=job.id, name=plan.name, status=job.status.value, mode=plan.mode, recipients=plan.recipients,
+        segments=plan.segments, variants=variants, counts={"total": job.item_count, **counts},
+        templates=[{"channel": m.channel, "name": m.template.name, "version": m.template.version}
+                   for m in plan.messages],
+        brand={"name": plan.brand.name, "version": plan.brand.version}, created_at=job.created_at,
+        finished_at=job.finished_at, report_url=f"/v1/campaigns/{job.id}/report",
+        exports={fmt: f"/v1/campaigns/{job.id}/exports/{fmt}" for fmt in CAMPAIGN_EXPORT_FORMATS},
+    )
+
+
+def read_export(store: ObjectStore, job: Job, fmt: str) -> bytes:
+    if fmt not in CAMPAIGN_EXPORT_FORMATS:
+        raise InvalidInput("export format must be csv or jsonl", field="format")
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"exports are written when the campaign succeeds; it is {job.status.value}",
+                       field="campaign_id")
+    return store.get_bytes(campaign_export_key(job.tenant_id, job.id, fmt))

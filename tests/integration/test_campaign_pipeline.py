@@ -1,0 +1,172 @@
+"""Campaigns through real processes: API -> Redis -> worker (fake generator) -> PostgreSQL + S3 -> exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from factory.channels.sms import smart_encode
+from tests import campaign_data as data
+from tests.processes import api_server, factory_env, wait_job, worker
+from tests.services import SeaweedS3
+
+pytestmark = pytest.mark.slow
+
+INTERESTS = ["hiking", "camping", "trail running", "climbing"]
+
+
+def _audience(n: int, interests: list[str]) -> bytes:
+    rows = [{"id": f"r{i:05d}", "first_name": ["Ana", "Ben", "Alexandrina", "Jo"][i % 4],
+             "tier": ["member", "vip"][i % 2], "interest": interests[(i // 2) % len(interests)]} for i in range(n)]
+    return data.csv_bytes(rows)
+
+
+def _setup(client: httpx.Client) -> None:
+    assert client.post("/v1/brands", json=data.brand()).status_code == 201
+    for name in ("autumn-email-segment", "autumn-sms-segment", "autumn-email", "autumn-sms"):
+        assert client.post("/v1/templates", json=data.template(name)).status_code == 201
+
+
+def _run(client: httpx.Client, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    r = client.post("/v1/campaigns", json=body)
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"], timeout=300)
+    assert job["status"] == "succeeded", job
+    return client.get(f"/v1/campaigns/{job['id']}").json(), client.get(f"/v1/campaigns/{job['id']}/report").json()
+
+
+@pytest.fixture
+def env(pg_db: str, broker_url: str, s3_server: SeaweedS3, s3_bucket: str) -> dict[str, str]:
+    return factory_env(
+        FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
+        FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
+        FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_GENERATOR="fake", FACTORY_CHUNK_SIZE="8",
+        FACTORY_MAX_AUDIENCE="100",
+    )
+
+
+def test_segment_mode_model_calls_scale_with_segments_not_recipients(
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
+        client = httpx.Client(base_url=url, timeout=60)
+        request.addfinalizer(client.close)
+        _setup(client)
+        small = _run(client, data.segment_campaign(_audience(200, INTERESTS[:2])))
+        large = _run(client, data.segment_campaign(_audience(5000, INTERESTS[:2])))
+        wider = _run(client, data.segment_campaign(_audience(200, INTERESTS)))
+        over = client.post("/v1/campaigns", json={**data.segment_campaign(_audience(200, INTERESTS[:2])),
+                                                   "segment_by": None, "messages": data.segment_campaign()[
+                                                       "messages"][1:2]})
+
+    (s_c, s_r), (l_c, l_r), (w_c, w_r) = small, large, wider
+    assert (s_c["recipients"], s_c["segments"]) == (200, 4)
+    assert (l_c["recipients"], l_c["segments"]) == (5000, 4)
+    assert (w_c["recipients"], w_c["segments"]) == (200, 8)
+    # 25x the recipients, the same segments: the same items and the same model requests.
+    assert s_r["items"] == l_r["items"] == 4 * 2
+    assert s_r["model_requests"] == l_r["model_requests"]
+    assert l_r["model_requests_per_recipient"] < 0.02
+    # Twice the segments: twice the items; requests follow segments (each copy is 4 fields at most).
+    assert w_r["items"] == 8 * 2
+    assert w_r["model_requests"] > s_r["model_requests"]
+    assert s_r["model_requests"] <= s_r["items"] * 3 * 3 and w_r["model_requests"] <= w_r["items"] * 3 * 3
+    # Without segments the same 200 recipients are over the 100-item limit of this test's settings.
+    assert over.status_code == 422 and over.json()["error"]["field"] == "audience"
+    assert l_r["pass_rate"] == s_r["pass_rate"] == 1.0
+
+
+def _s3_json(s3: Any, bucket: str, key: str) -> Any:
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
+    env: dict[str, str], s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    rows = data.audience_rows()
+    with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
+        client = httpx.Client(base_url=url, timeout=60)
+        request.addfinalizer(client.close)
+        _setup(client)
+        # Submitted from the shipped definition by the CLI: brand and templates are saved again
+        # (unchanged, so no new versions), the audience file goes as its raw bytes.
+        submit = subprocess.run([sys.executable, "-m", "factory.cli", "campaign", "submit",
+                                 str(data.EXAMPLES / "campaign-segments.json"), "--api-url", url],
+                                env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        match = re.search(r"campaign (job_[0-9a-f]{28}): 240 recipients, 16 copies", submit.stdout)
+        assert match, submit.stdout
+        cid = match.group(1)
+        assert wait_job(client, cid, timeout=300)["status"] == "succeeded"
+        report = client.get(f"/v1/campaigns/{cid}/report").json()
+        assert client.get("/v1/templates/autumn-email-segment").json()["version"] == 1
+        csv_api = client.get(f"/v1/campaigns/{cid}/exports/csv")
+        jsonl_api = client.get(f"/v1/campaigns/{cid}/exports/jsonl")
+        cli_out = tmp_path / "export.csv"
+        cli = subprocess.run([sys.executable, "-m", "factory.cli", "campaign", "export", cid, "--format", "csv",
+                              "--output", str(cli_out), "--api-url", url], env=env, capture_output=True, text=True,
+                             timeout=120)
+        cli_report = subprocess.run([sys.executable, "-m", "factory.cli", "campaign", "report", cid, "--json",
+                                     "--api-url", url], env=env, capture_output=True, text=True, timeout=120)
+        results = [json.loads(x) for x in client.get(f"/v1/jobs/{cid}/results").text.splitlines()]
+
+    assert report["items"] == 16 and report["recipients"] == 240 and report["segments"] == 8
+    assert report["passed"] == 16 and report["pass_rate"] == 1.0
+    assert report["pass_rate_before_repair"] == 0.0  # every copy needed its footer appended
+    assert sum(report["attempts_histogram"].values()) == 16
+    assert report["repairs"]["body:append_required"] == 8 and report["repairs"]["text:append_required"] == 8
+    assert report["controls"] == ["email.control"]
+
+    assert csv_api.status_code == 200 and csv_api.headers["content-type"].startswith("text/csv")
+    assert cli.returncode == 0, cli.stderr
+    assert cli_out.read_bytes() == csv_api.content
+    assert json.loads(cli_report.stdout)["pass_rate"] == 1.0
+
+    table = list(csv.DictReader(io.StringIO(csv_api.text)))
+    assert [r["key"] for r in table] == [r["id"] for r in rows]  # one row per recipient, in order
+    assert list(table[0]) == ["key", "segment", "email.v1.subject", "email.v1.preheader", "email.v1.body",
+                              "email.v1.status", "sms.v1.text", "sms.v1.status", "sms.v1.segments",
+                              "email.control.subject", "email.control.preheader", "email.control.body",
+                              "email.control.status"]
+    by_key = {r["id"]: r for r in rows}
+    for row in table:
+        name = by_key[row["key"]]["first_name"]
+        assert row["email.v1.status"] == row["sms.v1.status"] == "passed"
+        assert row["email.v1.body"].startswith(f"Hi {name}, ") and row["email.v1.body"].endswith(data.FOOTER)
+        # SMS go out smart-encoded (Tomás -> Tomas), so one accent does not force UCS-2.
+        assert row["sms.v1.text"].startswith(f"Hi {smart_encode(name)}! ") and row["sms.v1.segments"] == "1"
+        assert "{{" not in row["email.v1.body"] + row["sms.v1.text"]
+        # The control goes out as written, only its merge tag filled.
+        assert row["email.control.body"] == data.segment_campaign()["messages"][0]["control"]["body"].replace(
+            "{{first_name}}", name)
+        assert row["email.control.status"] == "control"
+    # Recipients of one segment share the copy, with their own name.
+    same = [r for r in table if r["segment"] == table[0]["segment"]]
+    assert len({r["sms.v1.text"].split("! ", 1)[1] for r in same}) == 1 and len(same) > 1
+
+    lines = [json.loads(x) for x in jsonl_api.text.splitlines()]
+    assert len(lines) == 240 and lines[0]["key"] == rows[0]["id"]
+    assert set(lines[0]["variants"]) == {"email.v1", "sms.v1", "email.control"}
+    assert lines[0]["variants"]["sms.v1"]["status"] == "passed"
+
+    s3 = s3_server.client()
+    prefix = f"tenants/default/jobs/{cid}/campaign/"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix=prefix)["Contents"])
+    assert keys == [prefix + k for k in ("audience.jsonl", "recipients.csv", "recipients.jsonl", "report.json")]
+    stored = _s3_json(s3, s3_bucket, prefix + "report.json")
+    assert stored["pass_rate"] == 1.0 and stored["exported_recipients"] == 240
+    assert s3.get_object(Bucket=s3_bucket, Key=prefix + "recipients.csv")["Body"].read() == csv_api.content
+
+    assert len(results) == 16 and all(x["check_status"] == "passed" for x in results)
+    email = next(x for x in results if x["provenance"]["campaign"]["channel"] == "email")
+    assert set(email["fields"]) == {"subject", "preheader", "body"}
+    assert email["text"].startswith("Subject: ") and email["provenance"]["campaign"]["brand_version"] == 1
