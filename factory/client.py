@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Iterator
@@ -62,11 +63,22 @@ def read_audience(path: Path) -> list[dict[str, Any]]:
     return [dict(row) for row in csv.DictReader(text.splitlines())]
 
 
+DATASET_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
 def load_job_file(path: Path) -> dict[str, Any]:
-    """A job body in JSON. ``template_file`` and ``audience_file`` (relative to the file) are inlined."""
+    """A job body in JSON. ``template_file``, ``audience_file`` and ``dataset_file`` (relative to
+    the file) are inlined; a dataset file is sent as it is (base64), so the server parses and checks it."""
     body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if "template_file" in body:
         body["template"] = (path.parent / body.pop("template_file")).read_text(encoding="utf-8").strip()
     if "audience_file" in body:
         body["audience"] = read_audience(path.parent / body.pop("audience_file"))
+    if "dataset_file" in body:
+        data_path = path.parent / body.pop("dataset_file")
+        fmt = DATASET_FORMATS.get(data_path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"dataset_file must end in one of {', '.join(DATASET_FORMATS)}")
+        body["dataset"] = {**body.get("dataset", {}), "format": fmt,
+                           "content": base64.b64encode(data_path.read_bytes()).decode()}
     return body

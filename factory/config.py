@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_record_chars: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
+    # Augmentation jobs: source rows per job, and items per task for the rule-based
+    # methods (no model involved, so a task can take many more of them).
+    max_dataset_rows: int = Field(default=10_000, ge=1)
+    rule_chunk_size: int = Field(default=256, ge=1, le=10_000)
+
     # Celery task limits. Hard limit < broker visibility timeout, so a task is
     # never redelivered while its first delivery can still be running.
     task_soft_time_limit_s: int = Field(default=600, ge=1)

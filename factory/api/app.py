@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from factory import __version__
 from factory.api import errors
-from factory.api.routes import health, jobs
+from factory.api.routes import augmentation, health, jobs
 from factory.config import Settings, get_settings
 from factory.db import migrate
 from factory.db.session import get_sessionmaker
@@ -49,4 +49,5 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(augmentation.router)
     return app

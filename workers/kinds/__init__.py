@@ -5,11 +5,13 @@ A new kind is a new module here plus one line in ``HANDLERS``; the task code sta
 
 from __future__ import annotations
 
+from workers.kinds.augmentation import AugmentationHandler
 from workers.kinds.base import KindHandler
 from workers.kinds.personalization import PersonalizationHandler
 
 HANDLERS: dict[str, KindHandler] = {
     "personalization": PersonalizationHandler(),
+    "augmentation": AugmentationHandler(),
 }
 
 
