@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("torch", "transformers", "workers", "accelerate", "gguf")
+FORBIDDEN = ("torch", "transformers", "workers", "accelerate", "gguf", "sentence_transformers", "wn")
 
 
 def _imports(path: Path) -> set[str]:

@@ -19,7 +19,7 @@ _ANSWER_LABEL = re.compile(
 _QUOTES = {'"': '"', "“": "”", "'": "'", "«": "»", "„": "“"}
 
 LEFTOVER = re.compile(
-    r"^(?:sure|certainly|of course|absolutely|okay|ok)\b[\s!,.:]"
+    r"^(?:sure|certainly|of course|absolutely|okay|ok)\b\s*[!,.:]"
     r"|\bhere(?:'s|’s| is| are)\b(?: (?:a|an|the|your|some|my|one))?(?: \w+)? "
     r"(?:rewrit\w*|paraphras\w*|version|variant|example|message|sentence|alternative)"
     r"|\b(?:rewritten|paraphrased|new|original) (?:customer )?(?:message|version|text|sentence)\b"
