@@ -39,12 +39,14 @@ test: install $(COMPOSE_VENV)/.installed
 	$(BIN)/mypy
 	FACTORY_COMPOSE_VENV=$(COMPOSE_VENV) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --quick
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --write
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --write
 
 clean:
 	rm -rf .factory

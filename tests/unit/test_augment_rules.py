@@ -156,7 +156,7 @@ def test_records_from_each_format_and_their_errors() -> None:
         read_records(io.BytesIO(b"id,text\n1,a,extra\n"), "csv")
     with pytest.raises(InvalidInput, match="JSONL line 1 is not a JSON object"):
         read_records(io.BytesIO(b"[1, 2]\n"), "jsonl")
-    with pytest.raises(InvalidInput, match="label'.* must be a non-empty string or an integer"):
+    with pytest.raises(InvalidInput, match=r"label'.* must be a non-empty string or an integer"):
         select_rows([{"id": "a", "text": "t", "label": True}], text_field="text", label_field="label",
                     id_field="id", max_rows=10)
 
@@ -181,3 +181,27 @@ def test_eda_keeps_a_one_word_text_and_handles_empty_input() -> None:
     random.seed(0)
     eda.augment(TEXT, operation="synonym", alpha=0.3, seed=1)
     assert random.random() == before
+
+
+def test_stages_that_do_not_apply_are_not_counted_as_evaluated() -> None:
+    """Rows generated per label have no own source row; one label leaves nothing to classify."""
+    from factory.augmentation.schemas import FilterSpec
+    from workers.augment.filters import Candidate, FilterPipeline, Source
+
+    vectors = {"source one": [1.0, 0.0], "source two": [0.0, 1.0], "made from one": [0.8, 0.6],
+               "new for the label": [0.6, 0.8]}
+
+    def encode(texts: list[str]) -> np.ndarray:  # a stand-in for the sentence encoder: fixed vectors
+        return np.array([vectors[t] for t in texts], dtype=np.float32).reshape(len(texts), 2)
+
+    sources = [Source("s1", "only", "source one"), Source("s2", "only", "source two")]
+    cands = [Candidate("i1", "eda", "only", "made from one", "s1"),
+             Candidate("i2", "generate", "only", "new for the label", None)]
+    result = FilterPipeline(FilterSpec(label_check="centroid", near_duplicate=0.99), encode).run(cands, sources)
+    stages = {s.name: s.as_dict() for s in result.stages}
+    assert stages["similarity_band"]["evaluated"] == 1 and stages["similarity_band"]["detail"] == {
+        "not_applicable": 1}
+    assert stages["label_consistency"]["evaluated"] == 0
+    assert stages["label_consistency"]["acceptance_rate"] is None
+    assert [v.accepted for v in result.verdicts] == [True, True]
+    assert result.verdicts[0].similarity == 0.8 and result.verdicts[1].similarity is None

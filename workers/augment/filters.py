@@ -70,6 +70,11 @@ class StageReport:
     rejected: int = 0
     detail: Counter[str] = field(default_factory=Counter)
 
+    def not_applicable(self, n: int = 1) -> None:
+        """Rows the stage passes without judging (no own source row; a single label)."""
+        self.evaluated -= n
+        self.detail["not_applicable"] += n
+
     def as_dict(self) -> dict[str, Any]:
         rate = None if self.evaluated == 0 else round((self.evaluated - self.rejected) / self.evaluated, 4)
         return {"name": self.name, "params": self.params, "evaluated": self.evaluated, "rejected": self.rejected,
@@ -119,7 +124,7 @@ class FilterPipeline:
 
         def stage(name: str, params: dict[str, Any], check: Callable[[list[int], StageReport], None]) -> None:
             nonlocal alive
-            report = StageReport(name, params, evaluated=len(alive))
+            report = StageReport(name, params, evaluated=len(alive))  # stages subtract what they skip
             check(alive, report)
             report.rejected = sum(not verdicts[i].accepted for i in alive)
             stages.append(report)
@@ -207,7 +212,7 @@ class FilterPipeline:
         for i in idx:
             sim = verdicts[i].similarity
             if sim is None:
-                rep.detail["no_source_row"] += 1
+                rep.not_applicable()
             elif sim > high:
                 verdicts[i].reject("similarity_band", side="too_close")
                 rep.detail["too_close"] += 1
@@ -221,7 +226,7 @@ class FilterPipeline:
                 rep: StageReport) -> None:
         classifier = CentroidClassifier.fit(source_emb, [s.label for s in sources])
         if classifier is None:
-            rep.detail["single_label"] = len(idx)
+            rep.not_applicable(len(idx))
             return
         rep.params["source_accuracy_leave_one_out"] = classifier.leave_one_out_accuracy
         if not idx:
