@@ -48,6 +48,23 @@ class FactoryClient:
                 if line.strip():
                     yield json.loads(line)
 
+    def report(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}/report"))  # type: ignore[no-any-return]
+
+    def download_dataset(self, job_id: str, out_dir: Path) -> list[Path]:
+        """Every file of an augmentation job's dataset, into ``out_dir`` with its relative path."""
+        listing = self._check(self.http.get(f"/v1/jobs/{job_id}/dataset"))
+        written = []
+        for entry in listing["data"]:
+            resp = self.http.get(entry["url"])
+            if resp.status_code >= 400:
+                self._check(resp)
+            target = out_dir / entry["name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(resp.content)
+            written.append(target)
+        return written
+
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz", timeout=2).status_code == 200

@@ -55,6 +55,14 @@ def test_example_job_via_cli_yields_k_variants_per_row_a_report_and_a_loadable_d
         parquet = client.get(f"/v1/jobs/{job_id}/dataset/data/train-00000-of-00001.parquet")
         card = client.get(f"/v1/jobs/{job_id}/dataset/README.md")
         missing = client.get(f"/v1/jobs/{job_id}/dataset/data/train-00001-of-00002.parquet")
+        cli_env = {**env, "COLUMNS": "200"}
+        fetched = subprocess.run([sys.executable, "-m", "factory.cli", "dataset", job_id, "--out",
+                                  str(tmp_path / "ds"), "--api-url", url], cwd=REPO, env=cli_env,
+                                 capture_output=True, text=True, timeout=120)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        printed = subprocess.run([sys.executable, "-m", "factory.cli", "report", job_id, "--api-url", url],
+                                 cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=120)
+        assert printed.returncode == 0 and json.loads(printed.stdout) == report
 
     # k variants per row (or per label) for every method, each item ended once.
     assert {m["method"]: (m["k"], m["items"]) for m in report["methods"]} == {
@@ -90,13 +98,16 @@ def test_example_job_via_cli_yields_k_variants_per_row_a_report_and_a_loadable_d
     assert card.status_code == 200 and "machine-generated" in card.text
     assert missing.status_code == 404
 
-    shard = tmp_path / "download" / "train-00000-of-00001.parquet"
-    shard.parent.mkdir()
-    shard.write_bytes(parquet.content)
+    # The downloaded folder is a dataset as the hub lays it out: load it the way its users will.
+    folder = tmp_path / "ds"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "README.md", "data/train-00000-of-00001.parquet", "jsonl/train.jsonl", "rejected.jsonl"]
+    assert (folder / "data" / "train-00000-of-00001.parquet").read_bytes() == parquet.content
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files=str(shard), split="train", cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset("parquet", data_files=str(folder / "data" / "train-*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == report["rows"]
     methods = ds["method"]
     assert methods.count("original") == 100
