@@ -192,3 +192,30 @@ def test_exported_dataset_loads_with_the_datasets_library(pg_db: str, tmp_path: 
     jsonl = [json.loads(x) for x in (folder / "jsonl" / "train.jsonl").read_text().splitlines()]
     assert [r["text"] for r in jsonl] == [r["text"] for r in rows]
     assert os.path.getsize(folder / "README.md") > 500
+
+
+def test_a_job_whose_items_all_failed_still_gets_a_report_and_the_source_rows(db_url: str, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+    settings = Settings(database_url=db_url, chunk_size=20)
+    body = AugmentationJobCreate.model_validate({
+        "kind": "augmentation", "dataset": {"rows": [{"id": i, "label": label, "text": t} for i, label, t in SOURCE]},
+        "methods": [{"method": "generate", "k": 2}], "params": {"seed": 3},
+    })
+    with session_scope(db_url) as s:
+        job_id = create_job(s, settings, DEFAULT_TENANT, body).job.id
+    with session_scope(db_url) as s:
+        (chunk_id,) = JobRepository(s).chunk_ids(job_id)
+        claimed = execution.claim(s, chunk_id, "w", 60)
+        assert claimed is not None
+        assert execution.fail_chunk(s, claimed.chunk, "w", "gave up")
+    with session_scope(db_url) as s:
+        job = execution.job_to_finalize(s, job_id)
+        assert job is not None
+        AugmentationHandler().finalize(s, job, store)
+        assert execution.finish_job(s, job_id) == JobStatus.FAILED
+    report = json.loads(store.get_bytes(f"tenants/default/jobs/{job_id}/report.json"))
+    assert report["generated"] == {"generated": 0, "accepted": 0, "rejected": 0}
+    assert report["acceptance_rate"] is None and report["rows"] == 6
+    assert report["methods"][0]["items"] == {"failed": 6}
+    assert report["diversity"]["generated"] == {"rows": 0, "distinct_1": None, "distinct_2": None,
+                                                "mean_pairwise_cosine": None}

@@ -60,7 +60,7 @@ class SentenceEncoder:
     @property
     def dimension(self) -> int:
         self.load()
-        return int(self._model.get_sentence_embedding_dimension())
+        return int(self._model.get_embedding_dimension())
 
     def describe(self) -> dict[str, str]:
         """What the report and the dataset card record about the embedding model."""

@@ -36,7 +36,7 @@ from factory.storage import ObjectStore
 from factory.storage.keys import dataset_file_key, job_report_key
 from workers.augment import eda, export, llm_output, noise
 from workers.augment.embeddings import get_encoder
-from workers.augment.filters import Candidate, FilterPipeline, FilterResult, Source
+from workers.augment.filters import Candidate, FilterPipeline, FilterResult, Source, Verdict
 from workers.augment.metrics import diversity
 from workers.augment.synonyms import WORDNET_VERSION
 from workers.generators.base import GenerationResult, Generator
@@ -154,7 +154,7 @@ class AugmentationHandler(KindHandler):
         return rows
 
     @staticmethod
-    def _rejected_row(c: Candidate, v: Any) -> dict[str, Any]:
+    def _rejected_row(c: Candidate, v: Verdict) -> dict[str, Any]:
         return {"item_id": c.item_id, "method": c.method, "label": c.label, "source_row_id": c.source_row_id,
                 "text": c.text, "reason": v.reason, "similarity_to_source": v.similarity, "details": v.details}
 
