@@ -41,6 +41,7 @@ test: install $(COMPOSE_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --quick
 	$(BIN)/python -m bench.ingest --quick
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --quick
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
@@ -49,6 +50,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --write
 	$(BIN)/python -m bench.ingest --write
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --write
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --write
 
 clean:
 	rm -rf .factory

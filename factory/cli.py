@@ -394,6 +394,32 @@ def campaign_export(
         console.print(f"wrote {len(data)} bytes to {output}")
 
 
+@app.command()
+def report(job_id: str, api_url: ApiUrl = DEFAULT_API) -> None:
+    """Print an augmentation job's report (filters, diversity, label distribution) as JSON."""
+    try:
+        sys.stdout.write(json.dumps(FactoryClient(api_url).report(job_id), indent=2, ensure_ascii=False) + "\n")
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def dataset(
+    job_id: str,
+    out: Annotated[Path, typer.Option(help="Directory to write the dataset folder into.")] = Path("dataset"),
+    api_url: ApiUrl = DEFAULT_API,
+) -> None:
+    """Download an augmentation job's dataset (card, Parquet shards, JSONL) into a folder."""
+    try:
+        files = FactoryClient(api_url).download_dataset(job_id, out)
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for f in files:
+        console.print(str(f))
+
+
 @app.command("embedded-redis")
 def embedded_redis_cmd(action: Annotated[str, typer.Argument(help="start, stop or url")] = "url") -> None:
     """Manage the embedded Redis used when FACTORY_BROKER_URL is unset."""

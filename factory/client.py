@@ -75,6 +75,23 @@ class FactoryClient:
             self._check(resp)
         return resp.content
 
+    def report(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}/report"))  # type: ignore[no-any-return]
+
+    def download_dataset(self, job_id: str, out_dir: Path) -> list[Path]:
+        """Every file of an augmentation job's dataset, into ``out_dir`` with its relative path."""
+        listing = self._check(self.http.get(f"/v1/jobs/{job_id}/dataset"))
+        written = []
+        for entry in listing["data"]:
+            resp = self.http.get(entry["url"])
+            if resp.status_code >= 400:
+                self._check(resp)
+            target = out_dir / entry["name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(resp.content)
+            written.append(target)
+        return written
+
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz", timeout=2).status_code == 200
@@ -122,11 +139,22 @@ def load_campaign_file(path: Path) -> CampaignFile:
     return CampaignFile(brand=brand, templates=templates, campaign=campaign)
 
 
+DATASET_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
 def load_job_file(path: Path) -> dict[str, Any]:
-    """A job body in JSON. ``template_file`` and ``audience_file`` (relative to the file) are inlined."""
+    """A job body in JSON. ``template_file``, ``audience_file`` and ``dataset_file`` (relative to
+    the file) are inlined; a dataset file is sent as it is (base64), so the server parses and checks it."""
     body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if "template_file" in body:
         body["template"] = (path.parent / body.pop("template_file")).read_text(encoding="utf-8").strip()
     if "audience_file" in body:
         body["audience"] = read_audience(path.parent / body.pop("audience_file"))
+    if "dataset_file" in body:
+        data_path = path.parent / body.pop("dataset_file")
+        fmt = DATASET_FORMATS.get(data_path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"dataset_file must end in one of {', '.join(DATASET_FORMATS)}")
+        body["dataset"] = {**body.get("dataset", {}), "format": fmt,
+                           "content": base64.b64encode(data_path.read_bytes()).decode()}
     return body

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # larger than a job's item limit; segments still count against max_audience.
     campaign_max_recipients: int = Field(default=1_000_000, ge=1)
 
+    # Augmentation jobs: source rows per job, and items per task for the rule-based
+    # methods (no model involved, so a task can take many more of them).
+    max_dataset_rows: int = Field(default=10_000, ge=1)
+    rule_chunk_size: int = Field(default=256, ge=1, le=10_000)
+
     # Celery task limits. Hard limit < broker visibility timeout, so a task is
     # never redelivered while its first delivery can still be running.
     task_soft_time_limit_s: int = Field(default=600, ge=1)

@@ -12,7 +12,18 @@ from fastapi.responses import JSONResponse
 from factory import __version__
 from factory.api import errors
 from factory.api.idempotency import IdempotencyMiddleware
-from factory.api.routes import admin, batches, brands, campaigns, chat, files, health, jobs, templates
+from factory.api.routes import (
+    admin,
+    augmentation,
+    batches,
+    brands,
+    campaigns,
+    chat,
+    files,
+    health,
+    jobs,
+    templates,
+)
 from factory.config import Settings, get_settings
 from factory.db import migrate
 from factory.db.session import get_sessionmaker
@@ -62,4 +73,5 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(templates.router)
     app.include_router(brands.router)
     app.include_router(campaigns.router)
+    app.include_router(augmentation.router)
     return app

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+    field_validator,
+)
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
+
+
+def dispatch_on(tag_field: str, models: Mapping[str, type[BaseModel]]) -> WrapValidator:
+    """Validate a union by reading its tag first, then validating against that one model.
+
+    Unlike pydantic's discriminated unions, error locations stay the plain field path
+    (``methods[0].k``, not ``methods[0].eda.k``), and an unknown tag is a literal error
+    on the tag field that lists the accepted values without echoing the submitted one.
+    """
+    tags = tuple(models)
+    tag_model = create_model(f"{tag_field}_tag", **{tag_field: (Literal[tags], ...)})  # type: ignore[call-overload]
+
+    def validate(value: Any, _handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, tuple(models.values())):
+            return value
+        tag_model.model_validate(value)
+        return models[value[tag_field]].model_validate(value)
+
+    return WrapValidator(validate)
 
 
 class GenerationParams(BaseModel):

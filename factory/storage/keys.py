@@ -65,3 +65,39 @@ def campaign_export_key(tenant_id: str, job_id: str, fmt: str) -> str:
     if fmt not in CAMPAIGN_EXPORT_FORMATS:
         raise ValueError("refusing to build a storage key for an unknown export format")
     return f"{_job_prefix(tenant_id, job_id)}/campaign/recipients.{fmt}"
+
+
+# --- augmentation jobs ---------------------------------------------------------
+# The exported dataset is a Hugging Face-style folder: a card, Parquet shards
+# under data/, the same rows as JSONL, and the rejected rows with their reasons.
+DATASET_CARD = "README.md"
+DATASET_JSONL = "jsonl/train.jsonl"
+DATASET_REJECTED = "rejected.jsonl"
+_DATASET_FILE = re.compile(r"^(README\.md|jsonl/train\.jsonl|rejected\.jsonl|data/train-\d{5}-of-\d{5}\.parquet)$")
+
+
+def dataset_shard_name(index: int, count: int) -> str:
+    """Parquet shard names as the Hugging Face hub writes them: data/train-00000-of-00002.parquet."""
+    if not 0 <= index < count <= 99_999:
+        raise ValueError("shard index out of range")
+    return f"data/train-{index:05d}-of-{count:05d}.parquet"
+
+
+def is_dataset_file(name: str) -> bool:
+    return bool(_DATASET_FILE.fullmatch(name))
+
+
+def dataset_prefix(tenant_id: str, job_id: str) -> str:
+    return _job_prefix(tenant_id, job_id) + "/dataset/"
+
+
+def dataset_file_key(tenant_id: str, job_id: str, name: str) -> str:
+    """A file of a job's exported dataset; only the names the exporter writes are accepted."""
+    if not is_dataset_file(name):
+        raise ValueError("refusing to build a storage key from an unknown dataset file name")
+    return dataset_prefix(tenant_id, job_id) + name
+
+
+def job_report_key(tenant_id: str, job_id: str) -> str:
+    """An augmentation job's report: filter rates, diversity, label distribution."""
+    return _job_prefix(tenant_id, job_id) + "/report.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("torch", "transformers", "workers", "accelerate", "gguf")
+FORBIDDEN = ("torch", "transformers", "workers", "accelerate", "gguf", "sentence_transformers", "wn")
 
 
 def _imports(path: Path) -> set[str]:
@@ -42,6 +42,10 @@ with TestClient(create_app(s)) as client:
     assert r.status_code == 200, r.text
     r = client.post("/v1/jobs", json={{"kind": "nope"}})
     assert r.status_code == 422, r.text
+    # An augmentation job's dataset is parsed in the API (pyarrow for Parquet), still without torch.
+    r = client.post("/v1/jobs", json={{"kind": "augmentation", "methods": [{{"method": "eda"}}],
+                                      "dataset": {{"content": "UEFSMWdhcmJhZ2U=", "format": "parquet"}}}})
+    assert r.status_code == 422 and "Parquet" in r.json()["error"]["message"], r.text
 print("api-ok", "torch" in sys.modules and sys.modules["torch"] is not None)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -5,6 +5,7 @@ A new kind is a new module here plus one line in ``HANDLERS``; the task code sta
 
 from __future__ import annotations
 
+from workers.kinds.augmentation import AugmentationHandler
 from workers.kinds.base import KindHandler
 from workers.kinds.batch import BatchHandler
 from workers.kinds.chat import ChatHandler
@@ -12,6 +13,7 @@ from workers.kinds.personalization import PersonalizationHandler
 
 HANDLERS: dict[str, KindHandler] = {
     "personalization": PersonalizationHandler(),
+    "augmentation": AugmentationHandler(),
     "batch": BatchHandler(),
     "chat": ChatHandler(),
 }

@@ -9,16 +9,17 @@ from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.db.session import get_sessionmaker
+from factory.jobs import kinds
 from factory.jobs import service as jobs_service
-from factory.jobs.schemas import JobCreate, JobOut
+from factory.jobs.schemas import JobOut
 from factory.outbox import relay
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=202)
-def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
-    created = jobs_service.create_job(session, settings, tenant, body)
+def create_job(body: kinds.JobRequest, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
+    created = kinds.create_job(session, settings, tenant, body)
     session.commit()
     relay.relay(session, settings, created.outbox_ids)  # after commit; leftovers are re-sent later
     return jobs_service.describe(session, created.job)

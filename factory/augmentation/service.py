@@ -1,0 +1,234 @@
+"""The rules for augmentation jobs. Takes a session, never commits: the caller owns the transaction.
+
+An augmentation job reuses the job model: one item per (source row, method, k
+index) — or per (label, k index) for ``generate`` — grouped into chunks and woken
+through the outbox like any job. Everything is checked and every prompt rendered
+before the first write, so a bad dataset or option is a 4xx with nothing written.
+
+Item layout: the LLM methods come first, in chunks of ``chunk_size`` (one batched
+``generate`` call each); the rule-based ones follow in chunks of
+``rule_chunk_size`` (no model involved, so a task takes many more rows).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import secrets
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from factory.augmentation import prompts
+from factory.augmentation.repository import AugmentationRepository
+from factory.augmentation.schemas import (
+    AugmentationJobCreate,
+    CharNoiseMethod,
+    DatasetFile,
+    DatasetFilesOut,
+    DatasetSpec,
+    EdaMethod,
+    GenerateMethod,
+    ParaphraseMethod,
+)
+from factory.augmentation.sources import SourceRow, dataset_sha256, decode_base64, read_records, select_rows
+from factory.config import Settings
+from factory.db.base import new_id, utcnow
+from factory.db.models import ChunkState, ItemState, Job, JobStatus
+from factory.errors import Conflict, InvalidInput, NotFound
+from factory.jobs.repository import JobRepository
+from factory.jobs.service import CreatedJob, get_job
+from factory.models import registry
+from factory.outbox.repository import OutboxRepository
+from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
+from factory.queue import GENERATE_CHUNK_TASK
+from factory.storage import ObjectStore
+from factory.storage.keys import dataset_file_key, is_dataset_file, job_report_key
+
+KIND = "augmentation"
+
+
+@dataclass
+class PlannedItem:
+    key: str
+    variant: int
+    record: dict[str, Any]
+    prompt: str
+    request: dict[str, Any]
+    prompt_sha256: str = field(default="")
+
+
+def load_rows(spec: DatasetSpec, settings: Settings) -> list[SourceRow]:
+    """The dataset's (id, text, label) rows, from inline rows or base64 content."""
+    if spec.rows is not None:
+        records: list[dict[str, Any]] = [dict(r) for r in spec.rows]
+    else:
+        assert spec.content is not None and spec.format is not None
+        data = decode_base64(spec.content, "dataset.content")
+        records = read_records(io.BytesIO(data), spec.format)
+    return select_rows(records, text_field=spec.text_field, label_field=spec.label_field,
+                       id_field=spec.id_field, max_rows=settings.max_dataset_rows)
+
+
+def _record(row: SourceRow | None, label: str, method: str, **extra: Any) -> dict[str, Any]:
+    return {"method": method, "label": label, "source_row_id": row.row_id if row else None,
+            "source_text": row.text if row else None, **extra}
+
+
+def _llm_item(key: str, variant: int, record: dict[str, Any], messages: list[dict[str, str]]) -> PlannedItem:
+    return PlannedItem(key=key, variant=variant, record=record, prompt=messages[-1]["content"],
+                       request={"method": record["method"], "messages": messages},
+                       prompt_sha256=sha256_text(canonical_json(messages)))
+
+
+def plan_items(body: AugmentationJobCreate, rows: list[SourceRow], job_seed: int) -> tuple[list[PlannedItem],
+                                                                                          list[PlannedItem]]:
+    """(LLM items, rule items), each in a stable order: method, then row (or label), then k."""
+    llm: list[PlannedItem] = []
+    rule: list[PlannedItem] = []
+    by_label: dict[str, list[SourceRow]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for method in body.methods:
+        if isinstance(method, ParaphraseMethod):
+            for row in rows[:method.max_rows]:
+                messages = prompts.paraphrase_messages(row.text, row.label, body.labels.get(row.label))
+                for k in range(method.k):
+                    llm.append(_llm_item(f"paraphrase:{row.row_id}", k, _record(row, row.label, "paraphrase"),
+                                         messages))
+        elif isinstance(method, GenerateMethod):
+            for label, members in by_label.items():
+                for k in range(method.k):
+                    rng = random.Random(derive_seed(job_seed, f"generate:{label}", k))
+                    shots = rng.sample(members, min(method.shots, len(members)))
+                    messages = prompts.generate_messages(label, body.labels.get(label), [s.text for s in shots])
+                    record = _record(None, label, "generate", shots=[s.row_id for s in shots])
+                    llm.append(_llm_item(f"generate:{label}", k, record, messages))
+        else:
+            rule.extend(_rule_items(method, rows))
+    return llm, rule
+
+
+def _rule_items(method: EdaMethod | CharNoiseMethod, rows: list[SourceRow]) -> Iterator[PlannedItem]:
+    options = method.model_dump(exclude={"method", "k", "max_rows"})
+    for row in rows[:method.max_rows]:
+        sha = sha256_text(row.text)
+        for k in range(method.k):
+            yield PlannedItem(key=f"{method.method}:{row.row_id}", variant=k,
+                              record=_record(row, row.label, method.method), prompt=row.text,
+                              request={"method": method.method, "options": options}, prompt_sha256=sha)
+
+
+def _check_labels(body: AugmentationJobCreate, rows: list[SourceRow]) -> None:
+    known = {r.label for r in rows}
+    if any(label not in known for label in body.labels):
+        raise InvalidInput("labels describes a label that no dataset row carries", field="labels")
+
+
+def _check_size(settings: Settings, total: int) -> None:
+    limit = settings.max_dataset_rows * settings.max_variants
+    if total > limit:
+        raise InvalidInput(f"the methods would make {total} items; the limit is {limit} per job (lower k)",
+                           field="methods")
+
+
+def create_job(session: Session, settings: Settings, tenant_id: str, body: AugmentationJobCreate) -> CreatedJob:
+    """Validate the dataset and options, plan every item, then write job, rows, chunks, items, outbox."""
+    model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
+    rows = load_rows(body.dataset, settings)
+    _check_labels(body, rows)
+    params = body.params.model_dump()
+    job_seed = params.pop("seed")
+    if job_seed is None:
+        job_seed = secrets.randbelow(2**31)
+    llm, rule = plan_items(body, rows, job_seed)
+    _check_size(settings, len(llm) + len(rule))
+
+    job_id = new_id("job")
+    now = utcnow()
+    groups = [(llm, settings.chunk_size), (rule, settings.rule_chunk_size)]
+    chunk_of: list[int] = []
+    chunk_count = 0
+    for planned, size in groups:
+        chunk_of += [chunk_count + i // size for i in range(len(planned))]
+        chunk_count += -(-len(planned) // size)
+    chunk_ids = [new_id("chk") for _ in range(chunk_count)]
+    options = {
+        "dataset": {"sha256": dataset_sha256(rows), "rows": len(rows), "format": body.dataset.format or "rows",
+                    "text_field": body.dataset.text_field, "label_field": body.dataset.label_field,
+                    "id_field": body.dataset.id_field, "labels": dict(Counter(r.label for r in rows))},
+        "methods": [m.model_dump() for m in body.methods],
+        "filters": body.filters.model_dump(),
+        "label_descriptions": body.labels,
+        "include_source": body.include_source,
+        "task": body.task,
+    }
+    job = Job(
+        id=job_id, tenant_id=tenant_id, kind=KIND, status=JobStatus.QUEUED, model=model,
+        queue=settings.queue_for_model(model), template=prompts.PROMPTS_TEXT,
+        template_sha256=prompts.PROMPTS_SHA256, system_prompt=None, params=params, seed=job_seed,
+        variants=max(m.k for m in body.methods), item_count=len(llm) + len(rule), chunk_count=chunk_count,
+        options=options, created_at=now,
+    )
+    repo = JobRepository(session)
+    repo.add_job(job)
+    AugmentationRepository(session).add_source_rows([
+        {"job_id": job_id, "seq": seq, "tenant_id": tenant_id, "row_id": r.row_id, "label": r.label,
+         "text": r.text} for seq, r in enumerate(rows)
+    ])
+    repo.add_chunks([
+        {"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
+         "attempts": 0, "created_at": now}
+        for seq, cid in enumerate(chunk_ids)
+    ])
+    repo.add_items([
+        {"id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id, "chunk_id": chunk_ids[chunk_of[seq]],
+         "seq": seq, "key": p.key, "variant": p.variant, "record": p.record, "prompt": p.prompt,
+         "request": p.request, "prompt_sha256": p.prompt_sha256,
+         "seed": derive_seed(job_seed, p.key, p.variant), "state": ItemState.PENDING}
+        for seq, p in enumerate(llm + rule)
+    ])
+    outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue, [[c] for c in chunk_ids])
+    return CreatedJob(job=job, outbox_ids=outbox_ids)
+
+
+# --- reading what finalize wrote -------------------------------------------------
+def _augmentation_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = get_job(session, tenant_id, job_id)
+    if job.kind != KIND:
+        raise NotFound("only augmentation jobs have a report and a dataset", field="job_id")
+    if not job.status.is_terminal:
+        raise Conflict(f"job is {job.status.value}; its report and dataset are written when it ends",
+                       field="job_id")
+    return job
+
+
+def read_report(session: Session, store: ObjectStore, tenant_id: str, job_id: str) -> dict[str, Any]:
+    job = _augmentation_job(session, tenant_id, job_id)
+    key = job_report_key(job.tenant_id, job.id)
+    if not store.exists(key):
+        raise NotFound(f"job ended as {job.status.value} without a report", field="job_id")
+    report: dict[str, Any] = json.loads(store.get_bytes(key))
+    return report
+
+
+def list_dataset_files(session: Session, store: ObjectStore, tenant_id: str, job_id: str) -> DatasetFilesOut:
+    report = read_report(session, store, tenant_id, job_id)
+    files = [DatasetFile(name=f["name"], bytes=f["bytes"], url=f"/v1/jobs/{job_id}/dataset/{f['name']}")
+             for f in report.get("files", [])]
+    return DatasetFilesOut(job_id=job_id, data=files)
+
+
+def read_dataset_file(session: Session, store: ObjectStore, tenant_id: str, job_id: str,
+                      name: str) -> bytes:
+    if not is_dataset_file(name):
+        raise NotFound("no such dataset file", field="name")
+    job = _augmentation_job(session, tenant_id, job_id)
+    key = dataset_file_key(job.tenant_id, job.id, name)
+    if not store.exists(key):
+        raise NotFound("no such dataset file", field="name")
+    return store.get_bytes(key)
