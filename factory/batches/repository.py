@@ -22,6 +22,15 @@ class BatchRepository:
     def get(self, tenant_id: str, batch_id: str) -> Batch | None:
         return self.session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == tenant_id))
 
+    def get_with_job(self, batch_id: str) -> tuple[Batch, Job | None] | None:
+        """The batch and its job read in ONE statement: under READ COMMITTED two reads could straddle
+        the finalize commit and pair a finished job with a batch row that has no file ids yet."""
+        row = self.session.execute(
+            select(Batch, Job).outerjoin(Job, Job.id == Batch.job_id).where(Batch.id == batch_id)
+            .execution_options(populate_existing=True)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
     def get_by_id(self, batch_id: str) -> Batch | None:
         return self.session.get(Batch, batch_id)
 

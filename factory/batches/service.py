@@ -233,7 +233,9 @@ def _counts(session: Session, batch: Batch, job: Job | None) -> tuple[RequestCou
 
 
 def describe(session: Session, batch: Batch) -> BatchOut:
-    job = _job(session, batch)
+    fresh = BatchRepository(session).get_with_job(batch.id)
+    assert fresh is not None
+    batch, job = fresh
     status = batch_status(batch, job)
     counts, progress = _counts(session, batch, job)
     errors = batch.errors

@@ -234,7 +234,8 @@ def test_cancel_a_running_batch_keeps_finished_lines(pg_db: str, broker_url: str
 def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_url: str, tmp_path: Path,
                                                            request: pytest.FixtureRequest) -> None:
     env = env_for(pg_db, broker_url, tmp_path, FACTORY_FAKE_DELAY_S="1.0", FACTORY_BATCH_WINDOW_OVERRIDE_S="3")
-    lines = [chat(f"e{i:02d}", f"line {i}") for i in range(20)]
+    # Far more work than the window: the batch must still run when the command (a cold Python start) gets to it.
+    lines = [chat(f"e{i:02d}", f"line {i}") for i in range(60)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
         http = httpx.Client(base_url=url, timeout=30)
         request.addfinalizer(http.close)
@@ -259,8 +260,8 @@ def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_ur
 
     assert done["status"] == "expired" and done["expired_at"] is not None and done["cancelled_at"] is None
     counts = done["request_counts"]
-    assert counts["total"] == 20 and counts["completed"] + counts["failed"] == 20
-    assert 2 <= counts["completed"] < 20
+    assert counts["total"] == 60 and counts["completed"] + counts["failed"] == 60
+    assert 2 <= counts["completed"] < 60
     assert len(output) == counts["completed"]
     assert {x["error"]["code"] for x in errors} == {"batch_expired"} and len(errors) == counts["failed"]
     assert all(x["response"] is None for x in errors)

@@ -342,3 +342,18 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(client: TestClient) -
     data = b"\xef\xbb\xbf" + jsonl([chat("a"), chat("b")]).replace(b"\n", b"\r\n")
     batch = create(client, upload(client, data)["id"]).json()
     assert batch["status"] == "in_progress" and batch["request_counts"]["total"] == 2
+
+
+def test_a_failed_batch_with_a_webhook_queues_its_delivery(db_url: str, broker_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
+                        webhook_secret="s3cret")
+    with TestClient(create_app(settings, run_migrations=False)) as client:
+        file = upload(client, jsonl([{**chat("a"), "method": "PUT"}]))
+        r = create(client, file["id"], webhook_url="https://hooks.example.com/batch")
+        assert r.status_code == 200 and r.json()["status"] == "failed"
+        bad = create(client, file["id"], webhook_url="ftp://hooks.example.com/batch")
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "webhook_url"
+    assert _queued(settings) == ["factory.deliver_batch_webhook"]
+    with get_sessionmaker(settings.database_url)() as s:
+        row = s.get(Batch, r.json()["id"])
+        assert row is not None and row.webhook_url == "https://hooks.example.com/batch"
