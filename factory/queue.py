@@ -6,6 +6,7 @@ name are already committed, and the worker re-reads the truth from the database.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -114,25 +115,35 @@ def broker_channel(settings: Settings) -> Iterator[Any]:
 
 
 def send_many(settings: Settings, task_name: str, queue: str, messages: Sequence[tuple[str, list[Any]]]) -> None:
-    """Publish many tasks to one queue in Redis pipelines: a 50,000-line batch is 6,250 chunk messages.
+    """Publish many tasks to one queue in one Redis pipeline: a 50,000-line batch is 6,250 chunk messages.
 
-    ``send_task`` costs about 2 ms a message here (kombu opens a Redis client and looks up
-    the exchange's bindings for every publish). This builds Celery's message once with
-    Celery's own builder, then only swaps the ids and arguments, and publishes through
-    kombu's ``Producer.batch()`` straight to the queue (the default exchange routes by
-    queue name): the same envelope a worker receives from ``send_task``, at a fraction
-    of the cost. All or nothing per call: an error raises before the pipeline is sent.
+    ``send_task`` costs about 2 ms a message here (kombu opens a Redis client and looks
+    up the exchange's bindings for every publish). This builds Celery's message once
+    with Celery's own builder, swaps only the ids and arguments, and hands each message
+    to kombu's channel, which wraps it in its usual envelope and buffers the LPUSH in a
+    publish batch (kombu >= 5.7) sent straight to the queue (the default exchange routes
+    by queue name): the envelope a worker gets from ``send_task`` (tested), at ~1/20 of
+    the cost. All or nothing per call: an error before the flush sends nothing.
     """
     if not messages:
         return
     app = _producer(settings, pipelined=True)
-    template = app.amqp.as_task_v2(messages[0][0], task_name, args=messages[0][1], ignore_result=None)
-    with app.producer_or_acquire() as producer, producer.batch(max_size=len(messages) + 1):
-        for message_id, args in messages:
-            headers = {**template.headers, "id": message_id, "root_id": message_id, "argsrepr": repr(args)}
-            properties = {**template.properties, "correlation_id": message_id}
-            producer.publish((args, {}, template.body[2]), exchange="", routing_key=queue, headers=headers,
-                             serializer="json", declare=None, retry=False, **properties)
+    template = app.amqp.as_task_v2(messages[0][0], task_name, args=messages[0][1], ignore_result=None,
+                                   reply_to=app.thread_oid)  # as send_task fills them in
+    embed = template.body[2]
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        batch = channel.create_publish_batch(max_size=len(messages) + 1)
+        try:
+            for message_id, args in messages:
+                headers = {**template.headers, "id": message_id, "root_id": message_id, "argsrepr": repr(args)}
+                properties = {**template.properties, "correlation_id": message_id, "delivery_mode": 2}
+                body = json.dumps([args, {}, embed])
+                batch.publish(channel.prepare_message(body, 0, "application/json", "utf-8", headers, properties),
+                              exchange="", routing_key=queue)
+            batch.flush()
+        finally:
+            batch.close()
 
 
 def ping_broker(settings: Settings) -> bool:

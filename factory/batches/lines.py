@@ -21,11 +21,13 @@ messages never repeat the submitted values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
-from factory.chat.schemas import ChatCompletionRequest, messages_sha256
+from factory.chat import schemas as chat_schemas
+from factory.chat.schemas import STRICT, ChatCompletionRequest
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.errors import InvalidInput
@@ -34,19 +36,12 @@ from factory.jobs.service import render_audience
 from factory.models import registry
 from factory.provenance.hashing import derive_seed, sha256_text
 
-CHAT = "/v1/chat/completions"
-PERSONALIZE = "/v1/personalize"
-AUGMENT = "/v1/augment"
+CHAT: Final = "/v1/chat/completions"
+PERSONALIZE: Final = "/v1/personalize"
+AUGMENT: Final = "/v1/augment"
 SUPPORTED_URLS = (CHAT, PERSONALIZE, AUGMENT)
 UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
 MAX_CUSTOM_ID = 256
-
-
-class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    custom_id: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOM_ID)]
-    method: Literal["POST"]
 
 
 class PersonalizeBody(JobCreate):
@@ -55,23 +50,34 @@ class PersonalizeBody(JobCreate):
     kind: Literal["personalization"] = "personalization"
 
 
-class AugmentBody(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+@with_config(ConfigDict(extra="allow", strict=True))
+class AugmentBody(TypedDict):
+    model: NotRequired[Annotated[str, Field(min_length=1, max_length=128)] | None]
 
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+CustomId = Annotated[str, Field(min_length=1, max_length=MAX_CUSTOM_ID)]
 
 
-class ChatLine(_Envelope):
+@with_config(STRICT)
+class ChatLine(TypedDict):
+    custom_id: CustomId
+    method: Literal["POST"]
     url: Literal["/v1/chat/completions"]
     body: ChatCompletionRequest
 
 
-class PersonalizeLine(_Envelope):
+@with_config(STRICT)
+class PersonalizeLine(TypedDict):
+    custom_id: CustomId
+    method: Literal["POST"]
     url: Literal["/v1/personalize"]
     body: PersonalizeBody
 
 
-class AugmentLine(_Envelope):
+@with_config(STRICT)
+class AugmentLine(TypedDict):
+    custom_id: CustomId
+    method: Literal["POST"]
     url: Literal["/v1/augment"]
     body: AugmentBody
 
@@ -177,25 +183,27 @@ def _line_error(errors: list[Any]) -> LineError:
 
 
 def expand(ctx: LineContext, line_no: int, line: Line) -> list[ItemSpec]:
-    if isinstance(line, ChatLine):
-        return _expand_chat(ctx, line_no, line.custom_id, line.body)
-    if isinstance(line, PersonalizeLine):
-        return _expand_personalize(ctx, line_no, line.custom_id, line.body)
-    return _expand_augment(ctx, line_no, line.custom_id, line.body)
+    if line["url"] == CHAT:
+        return _expand_chat(ctx, line_no, line["custom_id"], line["body"])
+    if line["url"] == PERSONALIZE:
+        return _expand_personalize(ctx, line_no, line["custom_id"], line["body"])
+    return _expand_augment(ctx, line_no, line["custom_id"], line["body"])
 
 
 def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatCompletionRequest) -> list[ItemSpec]:
-    ctx.use_model(req.model)
-    if req.n > ctx.settings.max_variants:
+    ctx.use_model(req["model"])
+    n = chat_schemas.choices(req)
+    if n > ctx.settings.max_variants:
         raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
-    messages = req.generation_messages()
-    request = {"messages": messages, "params": req.generation_params(), "stop": req.stop_list()}
-    prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    prompt_sha = messages_sha256(messages)
+    messages = chat_schemas.generation_messages(req)
+    request = {"messages": messages, "params": chat_schemas.generation_params(req),
+               "stop": chat_schemas.stop_list(req)}
+    prompt = chat_schemas.last_user_message(messages)
+    prompt_sha = chat_schemas.messages_sha256(messages)
     record = {"line": line_no, "url": CHAT}
     return [ItemSpec(key=custom_id, variant=i, record=record, prompt=prompt, prompt_sha256=prompt_sha,
                      request=request, seed=seed)
-            for i, seed in enumerate(choice_seeds(req.seed, ctx.batch_seed, custom_id, req.n))]
+            for i, seed in enumerate(choice_seeds(req.get("seed"), ctx.batch_seed, custom_id, n))]
 
 
 def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: PersonalizeBody) -> list[ItemSpec]:
@@ -224,8 +232,9 @@ def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: Per
 
 
 def _expand_augment(ctx: LineContext, line_no: int, custom_id: str, body: AugmentBody) -> list[ItemSpec]:
-    if body.model is not None:
-        ctx.use_model(body.model)
+    model = body.get("model")
+    if model is not None:
+        ctx.use_model(model)
     return [ItemSpec(key=custom_id, variant=0, record={"line": line_no, "url": AUGMENT}, prompt="",
                      prompt_sha256=EMPTY_SHA256, request=None, seed=0,
                      error=f"{UNSUPPORTED_ENDPOINT}: {AUGMENT} is not available on this server yet")]

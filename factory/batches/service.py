@@ -147,10 +147,11 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
             if len(raw) > settings.batch_max_line_bytes:
                 raise LineError("line_too_long", f"a line holds at most {settings.batch_max_line_bytes} bytes")
             line = batch_lines.parse_line(raw)
-            if line.custom_id in seen:
+            custom_id = line["custom_id"]
+            if custom_id in seen:
                 raise LineError("duplicate_custom_id", "custom_id repeats an earlier line's; each must be unique",
                                 "custom_id")
-            seen.add(line.custom_id)
+            seen.add(custom_id)
             specs = batch_lines.expand(ctx, line_no, line)
             if writer.count + len(specs) > settings.batch_max_items:
                 raise LineError("too_many_requests", f"a batch expands to at most {settings.batch_max_items} items")

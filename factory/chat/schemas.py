@@ -1,82 +1,106 @@
-"""The Chat Completions request body (the subset we run) and the response shapes.
+"""The Chat Completions request body (the subset we run).
 
 Strict like every body here: a field we do not support is refused by name rather than
 silently ignored, except a few that change nothing about generation (``user``,
 ``store``, ``metadata``).
+
+TypedDicts validated by pydantic, not models: a 50,000-line batch validates every
+line with these, and building model instances cost about twice the validation
+itself (bench/ingest.py). Constraints only, no Python validators, for the same reason.
+The helpers below read a validated body.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import ConfigDict, Field, StrictBool, StrictStr, with_config
 from pydantic_core import to_json
+from typing_extensions import TypedDict
 
 # The same bounds as a personalization job's GenerationParams.
 MAX_TOKENS = 1024
 DEFAULT_MAX_TOKENS = 96
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+StopString = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+Probability = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+@with_config(STRICT)
+class TextPart(TypedDict):
     type: Literal["text"]
     text: StrictStr
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+@with_config(STRICT)
+class ChatMessage(TypedDict):
     role: Literal["system", "developer", "user", "assistant"]
     content: StrictStr | Annotated[list[TextPart], Field(min_length=1)]
-    name: Annotated[str, Field(max_length=64)] | None = None
-
-    def as_generation_message(self) -> dict[str, str]:
-        """{"role", "content"} with text parts joined; "developer" is the newer name of "system"."""
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+    name: NotRequired[Annotated[str, Field(max_length=64)] | None]
 
 
-StopString = Annotated[StrictStr, Field(min_length=1, max_length=64)]
-
-
-class ChatCompletionRequest(BaseModel):
-    # Constraints only, no Python validators: a 50,000-line batch validates every line with this.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+@with_config(STRICT)
+class ChatCompletionRequest(TypedDict):
     model: Annotated[str, Field(min_length=1, max_length=128)]
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    n: int = Field(default=1, ge=1, le=64)
-    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
+    max_tokens: NotRequired[Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None]
+    max_completion_tokens: NotRequired[Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None]
+    temperature: NotRequired[Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None]
+    top_p: NotRequired[Probability | None]
+    seed: NotRequired[Annotated[int, Field(ge=0, le=2**31 - 1)] | None]
+    n: NotRequired[Annotated[int, Field(ge=1, le=64)]]
+    stop: NotRequired[StopString | Annotated[list[StopString], Field(max_length=4)] | None]
     # Not OpenAI: the model's repetition penalty (1.0 = off).
-    repetition_penalty: float | None = Field(default=None, ge=1.0, le=2.0, allow_inf_nan=False)
+    repetition_penalty: NotRequired[Annotated[float, Field(ge=1.0, le=2.0, allow_inf_nan=False)] | None]
     # Streaming is not offered: only false (or nothing) is accepted.
-    stream: Literal[False] | None = None
+    stream: NotRequired[Literal[False] | None]
     # Accepted and ignored: they do not change what is generated.
-    user: Annotated[str, Field(max_length=256)] | None = None
-    store: StrictBool | None = None
-    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = None
+    user: NotRequired[Annotated[str, Field(max_length=256)] | None]
+    store: NotRequired[StrictBool | None]
+    metadata: NotRequired[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None]
 
-    def generation_params(self) -> dict[str, Any]:
-        """Our sampling parameters; OpenAI's defaults where the body says nothing (temperature 1, top_p 1)."""
-        return {
-            "max_new_tokens": self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
-            "temperature": 1.0 if self.temperature is None else self.temperature,
-            "top_p": 1.0 if self.top_p is None else self.top_p,
-            "repetition_penalty": 1.1 if self.repetition_penalty is None else self.repetition_penalty,
-        }
 
-    def stop_list(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
-    def generation_messages(self) -> list[dict[str, str]]:
-        return [m.as_generation_message() for m in self.messages]
+
+def generation_params(req: ChatCompletionRequest) -> dict[str, Any]:
+    """Our sampling parameters; OpenAI's defaults where the body says nothing (temperature 1, top_p 1)."""
+    return {
+        "max_new_tokens": req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "temperature": float(_or(req.get("temperature"), 1.0)),
+        "top_p": float(_or(req.get("top_p"), 1.0)),
+        "repetition_penalty": float(_or(req.get("repetition_penalty"), 1.1)),
+    }
+
+
+def stop_list(req: ChatCompletionRequest) -> list[str]:
+    stop = req.get("stop")
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def choices(req: ChatCompletionRequest) -> int:
+    return req.get("n", 1)
+
+
+def generation_messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
+    """{"role", "content"} per message, text parts joined; "developer" is the newer name of "system"."""
+    out = []
+    for m in req["messages"]:
+        content = m["content"]
+        text = content if isinstance(content, str) else "".join(p["text"] for p in content)
+        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": text})
+    return out
+
+
+def last_user_message(messages: list[dict[str, str]]) -> str:
+    """The item's ``prompt`` column: what a person reading the row wants to see."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return message["content"]
+    return ""
 
 
 def messages_sha256(messages: list[dict[str, str]]) -> str:

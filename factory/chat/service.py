@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from factory.chat import schemas as chat_schemas
 from factory.chat.completions import completion_body
 from factory.chat.schemas import ChatCompletionRequest, messages_sha256
 from factory.chat.seeds import choice_seeds
@@ -54,18 +55,19 @@ class SubmittedChat:
 
 def submit(session: Session, settings: Settings, tenant_id: str, body: ChatCompletionRequest) -> SubmittedChat:
     """Write the one-line job (n items) on the priority queue; the caller commits, then relays."""
-    model = registry.resolve(body.model, settings.model_allowlist).name
-    if body.n > settings.max_variants:
+    model = registry.resolve(body["model"], settings.model_allowlist).name
+    n = chat_schemas.choices(body)
+    if n > settings.max_variants:
         raise InvalidInput(f"n must be at most {settings.max_variants}", field="n")
-    params = body.generation_params()
-    messages = body.generation_messages()
-    request = {"messages": messages, "params": params, "stop": body.stop_list()}
+    params = chat_schemas.generation_params(body)
+    messages = chat_schemas.generation_messages(body)
+    request = {"messages": messages, "params": params, "stop": chat_schemas.stop_list(body)}
     job_seed = secrets.randbelow(2**31)
     writer = JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=model,
                        queue=settings.priority_queue_for_model(model), params=params, seed=job_seed)
-    prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    prompt = chat_schemas.last_user_message(messages)
     prompt_sha = messages_sha256(messages)
-    for i, seed in enumerate(choice_seeds(body.seed, job_seed, "chat", body.n)):
+    for i, seed in enumerate(choice_seeds(body.get("seed"), job_seed, "chat", n)):
         writer.add(key="chat", variant=i, record={"url": URL}, prompt=prompt, prompt_sha256=prompt_sha,
                    request=request, seed=seed)
     return SubmittedChat(job=writer.job, outbox_ids=writer.finish())

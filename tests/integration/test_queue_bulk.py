@@ -28,6 +28,10 @@ def test_pipelined_messages_match_send_task(broker_url: str) -> None:
         {k: v for k, v in single["headers"].items() if k not in ("id", "root_id", "argsrepr")}
     assert bulk["headers"]["root_id"] == "msg_7" and bulk["headers"]["argsrepr"] == "['chk_7']"
     assert bulk["properties"]["correlation_id"] == "msg_7"
+    assert bulk["properties"].keys() == single["properties"].keys()
+    same = ("delivery_mode", "priority", "body_encoding")  # reply_to: each producer app's own id, as send_task
+    assert {k: bulk["properties"][k] for k in same} == {k: single["properties"][k] for k in same}
+    assert bulk["properties"]["delivery_info"]["routing_key"] == "gen.bulk-test"
     assert bulk["content-type"] == single["content-type"] == "application/json"
     args, kwargs, embed = json.loads(base64.b64decode(bulk["body"]))
     assert (args, kwargs) == (["chk_7"], {}) and embed == json.loads(base64.b64decode(single["body"]))[2]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from factory.batches.lines import ChatLine, LineContext, LineError, expand, parse_line
+from factory.batches.lines import LineContext, LineError, PersonalizeBody, expand, parse_line
 from factory.batches.output import ERROR, OUTPUT, Tally, group_lines, render_line
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
@@ -28,14 +28,18 @@ def chat_line(**body: Any) -> bytes:
                        "body": {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], **body}}).encode()
 
 
-def test_line_parses_into_the_model_its_url_selects() -> None:
+def test_line_parses_into_the_body_its_url_selects() -> None:
     line = parse_line(chat_line())
-    assert isinstance(line, ChatLine) and line.custom_id == "c1" and line.body.model == MODEL
+    assert line == {"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}}
+    personalize = parse_line(_line("/v1/personalize", {"template": "Hi", "audience": [{"id": "a"}]}))
+    assert isinstance(personalize["body"], PersonalizeBody) and personalize["body"].kind == "personalization"
 
 
 def _expand(raw: bytes, context: LineContext | None = None, custom_id: str = "c1") -> list[Any]:
     line = parse_line(raw)
-    return expand(context or ctx(), 4, line.model_copy(update={"custom_id": custom_id}))
+    line["custom_id"] = custom_id
+    return expand(context or ctx(), 4, line)
 
 
 @pytest.mark.parametrize(("raw", "code", "param"), [
