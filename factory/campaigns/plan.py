@@ -38,8 +38,6 @@ class MessagePlan(BaseModel):
     control: dict[str, str] | None
     sms_max_segments: int
     max_new_tokens: dict[str, int]
-    # Sampling for this channel: the template's defaults, overridden by what the campaign set.
-    sampling: dict[str, float] | None = None
 
 
 class VariantPlan(BaseModel):

@@ -171,18 +171,7 @@ def _check_controls(plan: CampaignPlan, units: list[Unit]) -> None:
                                field=f"messages[{i}].control")
 
 
-SAMPLING_NAMES = ("temperature", "top_p", "repetition_penalty")
-
-
-def _sampling(body: CampaignCreate, t: PromptTemplate) -> dict[str, float]:
-    """Built-in defaults < the template's default parameters < what the campaign set explicitly."""
-    out = body.params.model_dump(include=set(SAMPLING_NAMES))
-    out.update({k: float(v) for k, v in t.params.items() if k in SAMPLING_NAMES})
-    out.update(body.params.model_dump(include=set(SAMPLING_NAMES) & body.params.model_fields_set))
-    return out
-
-
-def _message_plan(body: CampaignCreate, msg: MessageSpec, t: PromptTemplate) -> MessagePlan:
+def _message_plan(msg: MessageSpec, t: PromptTemplate) -> MessagePlan:
     spec = channel(msg.channel)
     tokens = {f.name: f.max_new_tokens for f in spec.fields}
     if "max_new_tokens" in t.params:
@@ -193,7 +182,7 @@ def _message_plan(body: CampaignCreate, msg: MessageSpec, t: PromptTemplate) -> 
         template=PinnedTemplate(name=t.name, version=t.version, sha256=t.sha256, source=t.source,
                                 system_prompt=t.system_prompt, variables=dict(t.variables)),
         variants=msg.variants, opening=normalise_merge_tags(msg.opening) if msg.opening else None,
-        control=control, sms_max_segments=msg.sms_max_segments, max_new_tokens=tokens, sampling=_sampling(body, t),
+        control=control, sms_max_segments=msg.sms_max_segments, max_new_tokens=tokens,
     )
 
 
@@ -218,7 +207,7 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
     units, count = _units(aud.recipients(_rows(body), rules), body, sink, settings)
 
     job_id = new_id("job")
-    messages = [_message_plan(body, m, t) for m, t in zip(body.messages, templates, strict=True)]
+    messages = [_message_plan(m, t) for m, t in zip(body.messages, templates, strict=True)]
     variants = [VariantPlan(variant_id=f"{m.channel}.v{n}", message=i, channel=m.channel)
                 for i, m in enumerate(messages) for n in range(1, m.variants + 1)]
     if len(units) * len(variants) > settings.max_audience * settings.max_variants:

@@ -186,20 +186,3 @@ def test_names_in_paths_are_checked_and_exports_wait_for_the_end(client: TestCli
     assert client.get(f"/v1/campaigns/{cid}/exports/xlsx").status_code == 422
     report = client.get(f"/v1/campaigns/{cid}/report").json()
     assert report["items"] == 16 and report["item_states"] == {"pending": 16} and report["pass_rate"] == 0.0
-
-
-def test_template_defaults_apply_unless_the_campaign_sets_its_own(client: TestClient, settings: Settings) -> None:
-    _setup(client)
-    body = data.template("autumn-sms-segment")
-    body.pop("name")
-    body["params"] = {"temperature": 0.3, "max_new_tokens": 40}
-    assert client.put("/v1/templates/autumn-sms-segment", json=body).json()["params"] == {
-        "temperature": 0.3, "max_new_tokens": 40}
-    own = client.post("/v1/campaigns", json=data.segment_campaign(params={"seed": 1})).json()["id"]
-    explicit = client.post("/v1/campaigns", json=data.segment_campaign(params={"seed": 1, "temperature": 0.9})).json()
-    with get_sessionmaker(settings.database_url)() as s:
-        plans = [s.get(Job, cid).options["campaign"]["messages"] for cid in (own, explicit["id"])]  # type: ignore[union-attr]
-    assert plans[0][1]["sampling"] == {"temperature": 0.3, "top_p": 0.9, "repetition_penalty": 1.1}
-    assert plans[0][1]["max_new_tokens"] == {"text": 40}
-    assert plans[0][0]["sampling"]["temperature"] == 0.5  # the email template sets nothing: built-in default
-    assert plans[1][1]["sampling"]["temperature"] == 0.9

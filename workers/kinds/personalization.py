@@ -43,13 +43,12 @@ class PersonalizationHandler(KindHandler):
         wanted: list[tuple[copywork.CopyWork, str]] = []
         reqs: list[GenerationRequest] = []
         for work in works:
-            sampling = work.message.sampling or plan.sampling
             for name, fr, seed in copywork.requests_for(plan, work):
                 wanted.append((work, name))
                 reqs.append(GenerationRequest(
                     messages=fr.messages, seed=seed, max_new_tokens=fr.max_new_tokens, stop=fr.stop,
-                    prefill=fr.prefill, temperature=sampling["temperature"], top_p=sampling["top_p"],
-                    repetition_penalty=sampling["repetition_penalty"],
+                    prefill=fr.prefill, temperature=plan.sampling["temperature"], top_p=plan.sampling["top_p"],
+                    repetition_penalty=plan.sampling["repetition_penalty"],
                 ))
         for (work, name), outcome in zip(wanted, generate_isolating(gen, reqs), strict=True):
             work.requests += 1
