@@ -31,10 +31,9 @@ def test_s3_stopped_and_started_mid_batch(make_rig: RigFactory, pg_db: str, brok
         ledger = rig.ledger(job_id, expected)
         assert job["status"] == "succeeded" and len(ledger.texts) == len(expected) and ledger.errors == {}
         assert done_during_outage < len(rig.chunks(job_id))
-        # saves failed or hung meanwhile: retried, handed back, or (hung past the hard time limit)
-        # killed and re-run once the lease ran out
-        logs = "".join(w.log() for w in rig.workers)
-        assert "StorageError" in logs or "Soft time limit" in logs
+        # Saves that hit the outage were retried, handed back, or (hung past the hard time limit)
+        # killed and re-run once the lease ran out; whether a save lands inside the window depends
+        # on timing, so the promise checked is the ledger above, not the log.
         assert all(c.attempts <= 2 for c in rig.chunks(job_id))
     finally:
         s3.close()
