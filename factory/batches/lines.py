@@ -21,7 +21,7 @@ messages never repeat the submitted values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, Literal, NotRequired
+from typing import Annotated, Any, Final, Literal, NamedTuple, NotRequired
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
@@ -102,16 +102,21 @@ class LineError(Exception):
         return {"code": self.code, "message": self.message, "param": self.param, "line": line}
 
 
-@dataclass(frozen=True)
-class ItemSpec:
+class ItemSpec(NamedTuple):
+    """One item a line expands to (a tuple: a 50,000-line file makes one per line at least).
+
+    ``record_json``, when set, is ``record`` already as JSON text.
+    """
+
     key: str
     variant: int
-    record: dict[str, Any]
+    record: dict[str, Any] | None
     prompt: str
     prompt_sha256: str
     request: dict[str, Any] | None
     seed: int
     error: str | None = None
+    record_json: str | None = None
 
 
 @dataclass
@@ -128,6 +133,8 @@ class LineContext:
 
         One model per batch, as OpenAI requires: a batch is one job on that model's queue.
         """
+        if name == self.model:
+            return name
         if name not in self._known:
             try:
                 registry.resolve(name, self.settings.model_allowlist)
@@ -192,7 +199,7 @@ def expand(ctx: LineContext, line_no: int, line: Line) -> list[ItemSpec]:
 
 def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatCompletionRequest) -> list[ItemSpec]:
     ctx.use_model(req["model"])
-    n = chat_schemas.choices(req)
+    n = req.get("n", 1)
     if n > ctx.settings.max_variants:
         raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
     messages = chat_schemas.generation_messages(req)
@@ -200,10 +207,12 @@ def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatComple
                "stop": chat_schemas.stop_list(req)}
     prompt = chat_schemas.last_user_message(messages)
     prompt_sha = chat_schemas.messages_sha256(messages)
-    record = {"line": line_no, "url": CHAT}
-    return [ItemSpec(key=custom_id, variant=i, record=record, prompt=prompt, prompt_sha256=prompt_sha,
-                     request=request, seed=seed)
-            for i, seed in enumerate(choice_seeds(req.get("seed"), ctx.batch_seed, custom_id, n))]
+    record_json = f'{{"line":{line_no},"url":"{CHAT}"}}'
+    seed = req.get("seed")
+    if n == 1 and seed is not None:  # the common line: no derived seed to hash
+        return [ItemSpec(custom_id, 0, None, prompt, prompt_sha, request, seed, None, record_json)]
+    return [ItemSpec(custom_id, i, None, prompt, prompt_sha, request, choice_seed, None, record_json)
+            for i, choice_seed in enumerate(choice_seeds(seed, ctx.batch_seed, custom_id, n))]
 
 
 def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: PersonalizeBody) -> list[ItemSpec]:

@@ -115,16 +115,16 @@ def create_batch(session: Session, settings: Settings, store: ObjectStore, tenan
     source = check_request(session, settings, tenant_id, body)
     batch = _new_batch(settings, tenant_id, body)
     ctx = LineContext(settings=settings, batch_seed=secrets.randbelow(2**31))
-    writer = JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=settings.model,
-                       queue=settings.queue_for_model(settings.model), params=dict(DEFAULT_PARAMS),
-                       seed=ctx.batch_seed, options={"batch_id": batch.id})
     errors: list[dict[str, Any]] = []
-    line_count = _read_lines(settings, store, source, ctx, writer, errors)
-    if errors:
-        raise BatchValidationFailed(errors, line_count)
-    model = ctx.model or settings.model
-    writer.job.model, writer.job.queue = model, settings.queue_for_model(model)
-    outbox_ids = writer.finish()
+    with JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=settings.model,
+                   queue=settings.queue_for_model(settings.model), params=dict(DEFAULT_PARAMS),
+                   seed=ctx.batch_seed, options={"batch_id": batch.id}, background=True) as writer:
+        line_count = _read_lines(settings, store, source, ctx, writer, errors)
+        if errors:
+            raise BatchValidationFailed(errors, line_count)
+        model = ctx.model or settings.model
+        writer.job.model, writer.job.queue = model, settings.queue_for_model(model)
+        outbox_ids = writer.finish()
     batch.job_id, batch.model, batch.line_count, batch.in_progress_at = writer.job.id, model, line_count, utcnow()
     BatchRepository(session).add(batch)
     return CreatedBatch(batch=batch, outbox_ids=outbox_ids)
@@ -164,7 +164,8 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
             continue  # the batch will fail: keep checking lines, stop writing items
         for spec in specs:
             writer.add(key=spec.key, variant=spec.variant, record=spec.record, prompt=spec.prompt,
-                       prompt_sha256=spec.prompt_sha256, request=spec.request, seed=spec.seed, error=spec.error)
+                       prompt_sha256=spec.prompt_sha256, request=spec.request, seed=spec.seed, error=spec.error,
+                       record_json=spec.record_json)
     if line_count == 0 and not errors:
         errors.append({"code": "empty_file", "message": "the input file has no requests", "param": None,
                        "line": None})

@@ -62,17 +62,14 @@ class ChatCompletionRequest(TypedDict):
     metadata: NotRequired[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None]
 
 
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
 def generation_params(req: ChatCompletionRequest) -> dict[str, Any]:
     """Our sampling parameters; OpenAI's defaults where the body says nothing (temperature 1, top_p 1)."""
+    temperature, top_p, penalty = req.get("temperature"), req.get("top_p"), req.get("repetition_penalty")
     return {
         "max_new_tokens": req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS,
-        "temperature": float(_or(req.get("temperature"), 1.0)),
-        "top_p": float(_or(req.get("top_p"), 1.0)),
-        "repetition_penalty": float(_or(req.get("repetition_penalty"), 1.1)),
+        "temperature": 1.0 if temperature is None else float(temperature),
+        "top_p": 1.0 if top_p is None else float(top_p),
+        "repetition_penalty": 1.1 if penalty is None else float(penalty),
     }
 
 
@@ -87,12 +84,9 @@ def choices(req: ChatCompletionRequest) -> int:
 
 def generation_messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
     """{"role", "content"} per message, text parts joined; "developer" is the newer name of "system"."""
-    out = []
-    for m in req["messages"]:
-        content = m["content"]
-        text = content if isinstance(content, str) else "".join(p["text"] for p in content)
-        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": text})
-    return out
+    return [{"role": "system" if m["role"] == "developer" else m["role"],
+             "content": m["content"] if isinstance(m["content"], str) else "".join(p["text"] for p in m["content"])}
+            for m in req["messages"]]
 
 
 def last_user_message(messages: list[dict[str, str]]) -> str:

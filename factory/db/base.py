@@ -54,3 +54,24 @@ def new_id(prefix: str) -> str:
     Time order keeps btree inserts local and makes ids sort by creation.
     """
     return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+class IdMaker:
+    """``new_id`` for bulk writers: the same ids, with one ``os.urandom`` call per ``block`` ids.
+
+    A 50,000-line batch file makes over 60,000 ids in one request; one system call
+    each was a tenth of the time (bench/ingest.py).
+    """
+
+    def __init__(self, prefix: str, block: int = 1024) -> None:
+        self.prefix = prefix
+        self.block = block
+        self._random = ""
+        self._next = 0
+
+    def __call__(self) -> str:
+        if self._next >= len(self._random):
+            self._random, self._next = os.urandom(8 * self.block).hex(), 0
+        start = self._next
+        self._next += 16
+        return f"{self.prefix}_{int(time.time() * 1000):012x}{self._random[start:start + 16]}"

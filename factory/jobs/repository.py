@@ -11,10 +11,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import case, func, insert, literal, or_, select, update
+from sqlalchemy import case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from factory.db.base import utcnow
+from factory.db.bulk import insert_rows
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
 
 # last_error of a chunk whose holder stopped renewing its lease (killed, frozen, cut off).
@@ -24,6 +25,11 @@ LEASE_EXPIRED = "lease expired: the worker was lost, stopped or cut off mid-chun
 ITEM_COLUMNS = ("id", "tenant_id", "job_id", "chunk_id", "seq", "key", "variant", "record", "prompt", "request",
                 "prompt_sha256", "seed", "state", "error", "finished_at")
 _JSON_COLUMNS = frozenset({"record", "request"})
+_CHUNK_COLUMNS = ("id", "tenant_id", "job_id", "seq", "state", "attempts", "created_at")
+
+
+def _value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def json_text(value: Any) -> str | None:
@@ -55,8 +61,10 @@ class JobRepository:
         self.session.flush()
 
     def add_chunks(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:  # Core, not the ORM entity: a big batch has thousands of chunks
-            self.session.execute(insert(Chunk.__table__), list(rows))  # type: ignore[arg-type]
+        """New pending chunks, given as dicts (a big batch has thousands: one bulk insert)."""
+        insert_rows(self.session, Chunk.__table__, _CHUNK_COLUMNS,  # type: ignore[arg-type]
+                    [(r["id"], r["tenant_id"], r["job_id"], r["seq"], _value(r["state"]), r["attempts"],
+                      r["created_at"]) for r in rows])
 
     def add_items(self, rows: Sequence[dict[str, Any]]) -> None:
         self.add_item_rows([item_row(r) for r in rows])
@@ -67,23 +75,7 @@ class JobRepository:
         A 50,000-line batch file writes at least 50,000 items inside one request; the
         ORM's bulk insert spent most of that time on per-row bookkeeping (bench/ingest.py).
         """
-        if not rows:
-            return
-        self.session.flush()  # the job and chunk rows first: items reference them
-        connection = self.session.connection()
-        if connection.dialect.name == "postgresql":
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        # Plain DB-API executemany; the one typed value (finished_at) goes through its column's own processor.
-        to_db = Item.__table__.c.finished_at.type.bind_processor(connection.dialect)
-        last = len(ITEM_COLUMNS) - 1
-        prepared = [row if row[last] is None or to_db is None else (*row[:last], to_db(row[last])) for row in rows]
-        placeholders = ", ".join("?" for _ in ITEM_COLUMNS)
-        connection.exec_driver_sql(f"INSERT INTO items ({', '.join(ITEM_COLUMNS)}) VALUES ({placeholders})",
-                                   prepared)
+        insert_rows(self.session, Item.__table__, ITEM_COLUMNS, rows)  # type: ignore[arg-type]
 
     # --- reading -----------------------------------------------------------
     def get(self, tenant_id: str, job_id: str) -> Job | None:

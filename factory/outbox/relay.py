@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 
 from factory import queue
 from factory.config import Settings
-from factory.db.models import OutboxMessage
-from factory.outbox.repository import OutboxRepository
+from factory.outbox.repository import OutboxRepository, Pending
 
 log = logging.getLogger(__name__)
 PAGE = 1000
@@ -49,7 +48,7 @@ def relay(session: Session, settings: Settings, ids: Sequence[str] | None = None
     return sent
 
 
-def _send_each(session: Session, settings: Settings, repo: OutboxRepository, messages: list[OutboxMessage]) -> int:
+def _send_each(session: Session, settings: Settings, repo: OutboxRepository, messages: list[Pending]) -> int:
     for n, message in enumerate(messages):
         try:
             queue.send(settings, message.task_name, message.args, message.queue, message.id)
@@ -63,8 +62,8 @@ def _send_each(session: Session, settings: Settings, repo: OutboxRepository, mes
 
 
 def _send_pipelined(session: Session, settings: Settings, repo: OutboxRepository,
-                    messages: list[OutboxMessage]) -> int:
-    by_route: dict[tuple[str, str], list[OutboxMessage]] = {}
+                    messages: list[Pending]) -> int:
+    by_route: dict[tuple[str, str], list[Pending]] = {}
     for message in messages:
         by_route.setdefault((message.task_name, message.queue), []).append(message)
     sent = 0

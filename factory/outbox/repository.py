@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select, update
+from pydantic_core import to_json
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from factory.db.base import new_id, utcnow
+from factory.db.base import IdMaker, utcnow
+from factory.db.bulk import insert_rows
 from factory.db.models import OutboxMessage
+
+
+class Pending(NamedTuple):
+    id: str
+    task_name: str
+    queue: str
+    args: list[Any]
+
+
+_COLUMNS = ("id", "task_name", "queue", "args", "created_at")
 
 
 class OutboxRepository:
@@ -17,22 +29,26 @@ class OutboxRepository:
         self.session = session
 
     def add_many(self, task_name: str, queue: str, arg_lists: Sequence[list[Any]]) -> list[str]:
-        ids = [new_id("msg") for _ in arg_lists]
-        rows = [
-            {"id": mid, "task_name": task_name, "queue": queue, "args": args, "created_at": utcnow()}
-            for mid, args in zip(ids, arg_lists, strict=True)
-        ]
-        if rows:  # Core, not the ORM entity: a big batch has thousands of messages
-            self.session.execute(insert(OutboxMessage.__table__), rows)  # type: ignore[arg-type]
+        """One message per argument list (a big batch has thousands: one bulk insert)."""
+        make_id, now = IdMaker("msg"), utcnow()
+        ids = [make_id() for _ in arg_lists]
+        insert_rows(self.session, OutboxMessage.__table__, _COLUMNS,  # type: ignore[arg-type]
+                    [(mid, task_name, queue, to_json(args).decode(), now) for mid, args in zip(ids, arg_lists,
+                                                                                          strict=True)])
         return ids
 
-    def get_unsent(self, ids: Sequence[str] | None = None, limit: int = 1000) -> list[OutboxMessage]:
-        stmt = select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+    def get_unsent(self, ids: Sequence[str] | None = None, limit: int = 1000) -> list[Pending]:
+        """Unsent messages, oldest first, as plain rows (id, task_name, queue, args): a relay reads
+        thousands at a time and needs no ORM objects."""
+        stmt = select(OutboxMessage.id, OutboxMessage.task_name, OutboxMessage.queue, OutboxMessage.args).where(
+            OutboxMessage.sent_at.is_(None))
         if ids is not None:
             stmt = stmt.where(OutboxMessage.id.in_(ids))
-        return list(self.session.scalars(stmt.order_by(OutboxMessage.created_at).limit(limit)))
+        stmt = stmt.order_by(OutboxMessage.created_at, OutboxMessage.id).limit(limit)
+        return [Pending(*row) for row in self.session.execute(stmt)]
 
     def mark_sent(self, message_ids: Sequence[str]) -> None:
         self.session.execute(
             update(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).values(sent_at=utcnow())
+            .execution_options(synchronize_session=False)
         )

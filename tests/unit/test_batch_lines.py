@@ -94,7 +94,8 @@ def test_chat_line_expands_to_n_items_with_request_and_seeds() -> None:
                                 "params": {"max_new_tokens": 12, "temperature": 0.5, "top_p": 1.0,
                                            "repetition_penalty": 1.1},
                                 "stop": ["END"]}
-    assert specs[0].record == {"line": 4, "url": "/v1/chat/completions"} and specs[0].prompt == "Hi"
+    assert specs[0].record_json is not None and specs[0].prompt == "Hi"
+    assert json.loads(specs[0].record_json) == {"line": 4, "url": "/v1/chat/completions"}
     assert specs[0].key == "c1"
 
 
