@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
+from pydantic_core import to_json
 
 from factory.config import Settings
 
@@ -118,32 +119,42 @@ def send_many(settings: Settings, task_name: str, queue: str, messages: Sequence
     """Publish many tasks to one queue in one Redis pipeline: a 50,000-line batch is 6,250 chunk messages.
 
     ``send_task`` costs about 2 ms a message here (kombu opens a Redis client and looks
-    up the exchange's bindings for every publish). This builds Celery's message once
-    with Celery's own builder, swaps only the ids and arguments, and hands each message
-    to kombu's channel, which wraps it in its usual envelope and buffers the LPUSH in a
-    publish batch (kombu >= 5.7) sent straight to the queue (the default exchange routes
-    by queue name): the envelope a worker gets from ``send_task`` (tested), at ~1/20 of
-    the cost. All or nothing per call: an error before the flush sends nothing.
+    up the exchange's bindings for every publish), and even kombu's publish batch spends
+    ~0.1 ms of CPU a message building and re-encoding the same envelope. This builds the
+    first message with Celery's own builder and kombu's own envelope code (encoding the
+    body and adding delivery info exactly as ``basic_publish`` does), then makes every
+    other message from that envelope by swapping only what differs (ids, arguments,
+    delivery tag) and LPUSHes them through one pipeline straight to the queue (the
+    default exchange routes by queue name): the envelope a worker gets from
+    ``send_task`` (tested) at about a tenth of the cost. All or nothing per call: an
+    error before the pipeline runs sends nothing.
     """
     if not messages:
         return
     app = _producer(settings, pipelined=True)
-    template = app.amqp.as_task_v2(messages[0][0], task_name, args=messages[0][1], ignore_result=None,
+    first_id, first_args = messages[0]
+    template = app.amqp.as_task_v2(first_id, task_name, args=first_args, ignore_result=None,
                                    reply_to=app.thread_oid)  # as send_task fills them in
     embed = template.body[2]
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        batch = channel.create_publish_batch(max_size=len(messages) + 1)
-        try:
+        envelope = channel.prepare_message(json.dumps([first_args, {}, embed]), 0, "application/json", "utf-8",
+                                           dict(template.headers),
+                                           {**template.properties, "delivery_mode": 2})
+        channel._inplace_augment_message(envelope, "", queue)  # kombu's body encoding and delivery info
+        key = channel._q_for_pri(queue, channel._get_message_priority(envelope, reverse=False))
+        headers, properties = envelope["headers"], envelope["properties"]
+        with channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
             for message_id, args in messages:
-                headers = {**template.headers, "id": message_id, "root_id": message_id, "argsrepr": repr(args)}
-                properties = {**template.properties, "correlation_id": message_id, "delivery_mode": 2}
-                body = json.dumps([args, {}, embed])
-                batch.publish(channel.prepare_message(body, 0, "application/json", "utf-8", headers, properties),
-                              exchange="", routing_key=queue)
-            batch.flush()
-        finally:
-            batch.close()
+                body, _ = channel.encode_body(to_json([args, {}, embed]).decode(), properties["body_encoding"])
+                pipe.lpush(key, to_json({
+                    **envelope, "body": body,
+                    "headers": {**headers, "id": message_id, "root_id": message_id, "argsrepr": repr(args)},
+                    "properties": {**properties, "correlation_id": message_id,
+                                   "delivery_tag": channel._next_delivery_tag()},
+                }))
+            pipe.execute()
 
 
 def ping_broker(settings: Settings) -> bool:
