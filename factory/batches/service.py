@@ -24,7 +24,7 @@ import hashlib
 import secrets
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
 
@@ -54,7 +54,7 @@ from factory.files import service as files_service
 from factory.jobs import service as jobs_service
 from factory.jobs.repository import JobRepository
 from factory.jobs.writer import JobWriter
-from factory.outbox.repository import OutboxRepository
+from factory.outbox.repository import OutboxRepository, Pending
 from factory.storage import ObjectStore
 
 KIND = "batch"
@@ -76,6 +76,8 @@ class BatchValidationFailed(Exception):
 class CreatedBatch:
     batch: Batch
     outbox_ids: list[str]
+    # The chunk messages, to publish after commit without reading them back (empty for a failed batch).
+    messages: list[Pending] = field(default_factory=list)
 
 
 def _ts(value: datetime | None) -> int | None:
@@ -127,7 +129,7 @@ def create_batch(session: Session, settings: Settings, store: ObjectStore, tenan
         outbox_ids = writer.finish()
     batch.job_id, batch.model, batch.line_count, batch.in_progress_at = writer.job.id, model, line_count, utcnow()
     BatchRepository(session).add(batch)
-    return CreatedBatch(batch=batch, outbox_ids=outbox_ids)
+    return CreatedBatch(batch=batch, outbox_ids=outbox_ids, messages=writer.messages)
 
 
 def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx: LineContext, writer: JobWriter,

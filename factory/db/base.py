@@ -57,10 +57,13 @@ def new_id(prefix: str) -> str:
 
 
 class IdMaker:
-    """``new_id`` for bulk writers: the same ids, with one ``os.urandom`` call per ``block`` ids.
+    """``new_id`` for bulk writers, with one ``os.urandom`` call per ``block`` ids.
 
     A 50,000-line batch file makes over 60,000 ids in one request; one system call
-    each was a tenth of the time (bench/ingest.py).
+    each was a tenth of the time (bench/ingest.py). The ids keep ``new_id``'s shape and
+    time order, and are also ordered among themselves within a millisecond: the
+    random part starts with a counter (4 hex digits) followed by 12 random ones, so
+    rows written together (outbox messages with one timestamp) sort as they were made.
     """
 
     def __init__(self, prefix: str, block: int = 1024) -> None:
@@ -68,10 +71,12 @@ class IdMaker:
         self.block = block
         self._random = ""
         self._next = 0
+        self._count = 0
 
     def __call__(self) -> str:
         if self._next >= len(self._random):
-            self._random, self._next = os.urandom(8 * self.block).hex(), 0
+            self._random, self._next = os.urandom(6 * self.block).hex(), 0
         start = self._next
-        self._next += 16
-        return f"{self.prefix}_{int(time.time() * 1000):012x}{self._random[start:start + 16]}"
+        self._next += 12
+        self._count = (self._count + 1) & 0xFFFF
+        return f"{self.prefix}_{int(time.time() * 1000):012x}{self._count:04x}{self._random[start:start + 12]}"

@@ -25,7 +25,7 @@ LEASE_EXPIRED = "lease expired: the worker was lost, stopped or cut off mid-chun
 ITEM_COLUMNS = ("id", "tenant_id", "job_id", "chunk_id", "seq", "key", "variant", "record", "prompt", "request",
                 "prompt_sha256", "seed", "state", "error", "finished_at")
 _JSON_COLUMNS = frozenset({"record", "request"})
-_CHUNK_COLUMNS = ("id", "tenant_id", "job_id", "seq", "state", "attempts", "created_at")
+_CHUNK_COLUMNS = ("id", "tenant_id", "job_id", "seq", "state", "attempts", "created_at", "enqueued_at")
 
 
 def _value(value: Any) -> Any:
@@ -64,7 +64,7 @@ class JobRepository:
         """New pending chunks, given as dicts (a big batch has thousands: one bulk insert)."""
         insert_rows(self.session, Chunk.__table__, _CHUNK_COLUMNS,  # type: ignore[arg-type]
                     [(r["id"], r["tenant_id"], r["job_id"], r["seq"], _value(r["state"]), r["attempts"],
-                      r["created_at"]) for r in rows])
+                      r["created_at"], r.get("enqueued_at")) for r in rows])
 
     def add_items(self, rows: Sequence[dict[str, Any]]) -> None:
         self.add_item_rows([item_row(r) for r in rows])

@@ -28,7 +28,7 @@ from factory.config import Settings
 from factory.db.base import IdMaker, new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository, json_text
-from factory.outbox.repository import OutboxRepository
+from factory.outbox.repository import OutboxRepository, Pending
 from factory.provenance.hashing import sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
 
@@ -68,6 +68,7 @@ class JobWriter:
         self._item_id = IdMaker("itm")
         self._chunk_id = IdMaker("chk")
         self.count = 0
+        self.messages: list[Pending] = []  # the outbox messages finish() wrote, to publish after commit
         self._thread: threading.Thread | None = None
         self._queue: Queue[Any] = Queue(maxsize=2)
         self._error: BaseException | None = None
@@ -90,7 +91,7 @@ class JobWriter:
             self.chunk_ids.append(chunk_id)
             self._chunks.append({"id": chunk_id, "tenant_id": self.tenant_id, "job_id": self._job_id,
                                  "seq": len(self.chunk_ids) - 1, "state": ChunkState.PENDING, "attempts": 0,
-                                 "created_at": self.now})
+                                 "created_at": self.now, "enqueued_at": self.now})
         if request is not self._last_request:  # the n items of one line share their request
             self._last_request, self._last_request_json = request, json_text(request)
         # In ITEM_COLUMNS order.
@@ -121,8 +122,9 @@ class JobWriter:
         self._raise_if_failed()
         self.job.item_count, self.job.chunk_count = self.count, len(self.chunk_ids)
         self.session.flush()
-        return OutboxRepository(self.session).add_many(GENERATE_CHUNK_TASK, self.job.queue,
-                                                       [[c] for c in self.chunk_ids])
+        self.messages = OutboxRepository(self.session).add_pending(GENERATE_CHUNK_TASK, self.job.queue,
+                                                                   [[c] for c in self.chunk_ids])
+        return [m.id for m in self.messages]
 
     # --- the thread --------------------------------------------------------------------
     def close(self) -> None:

@@ -48,6 +48,17 @@ def relay(session: Session, settings: Settings, ids: Sequence[str] | None = None
     return sent
 
 
+def publish_new(session: Session, settings: Settings, messages: Sequence[Pending]) -> int:
+    """Publish messages this caller has just committed (a batch's thousands of chunk messages), pipelined,
+    without reading them back; then stamp them all in one statement. Returns the number sent.
+
+    A crash or a broker error before the stamp leaves them unsent, and the reconciler sends
+    them again: harmless, as tasks are idempotent. The same as ``relay(ids, bulk=True)``
+    less one SELECT per page of a thousand.
+    """
+    return _send_pipelined(session, settings, OutboxRepository(session), list(messages))
+
+
 def _send_each(session: Session, settings: Settings, repo: OutboxRepository, messages: list[Pending]) -> int:
     for n, message in enumerate(messages):
         try:
@@ -74,7 +85,8 @@ def _send_pipelined(session: Session, settings: Settings, repo: OutboxRepository
             log.warning("broker unavailable; %d outbox messages stay pending", len(group))
             session.rollback()
             return sent
-        repo.mark_sent([m.id for m in group])
+        for start in range(0, len(group), PAGE):  # bounded IN lists, one commit
+            repo.mark_sent([m.id for m in group[start:start + PAGE]])
         session.commit()
         sent += len(group)
     return sent

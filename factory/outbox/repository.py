@@ -29,13 +29,17 @@ class OutboxRepository:
         self.session = session
 
     def add_many(self, task_name: str, queue: str, arg_lists: Sequence[list[Any]]) -> list[str]:
-        """One message per argument list (a big batch has thousands: one bulk insert)."""
+        """One message per argument list (a big batch has thousands: one bulk insert); their ids."""
+        return [m.id for m in self.add_pending(task_name, queue, arg_lists)]
+
+    def add_pending(self, task_name: str, queue: str, arg_lists: Sequence[list[Any]]) -> list[Pending]:
+        """Like ``add_many``, returning the messages themselves, so the caller can publish them after
+        its commit without reading them back (``relay.publish_new``)."""
         make_id, now = IdMaker("msg"), utcnow()
-        ids = [make_id() for _ in arg_lists]
+        messages = [Pending(make_id(), task_name, queue, args) for args in arg_lists]
         insert_rows(self.session, OutboxMessage.__table__, _COLUMNS,  # type: ignore[arg-type]
-                    [(mid, task_name, queue, to_json(args).decode(), now) for mid, args in zip(ids, arg_lists,
-                                                                                          strict=True)])
-        return ids
+                    [(m.id, task_name, queue, to_json(m.args).decode(), now) for m in messages])
+        return messages
 
     def get_unsent(self, ids: Sequence[str] | None = None, limit: int = 1000) -> list[Pending]:
         """Unsent messages, oldest first, as plain rows (id, task_name, queue, args): a relay reads

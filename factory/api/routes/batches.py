@@ -27,7 +27,10 @@ def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, 
         session.rollback()  # no item, chunk or job row of a bad file survives
         created = batches_service.record_failed_batch(session, settings, tenant, body, failed)
     session.commit()
-    relay.relay(session, settings, created.outbox_ids, bulk=True)
+    if created.messages:
+        relay.publish_new(session, settings, created.messages)
+    else:
+        relay.relay(session, settings, created.outbox_ids, bulk=True)
     return batches_service.describe(session, created.batch)
 
 
