@@ -137,17 +137,19 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
     """Stream the file: validate each line, write its items while the file is clean; return the line count."""
     seen: set[str] = set()
     line_count = 0
-    for line_no, raw in files_service.iter_lines(store, source, settings.batch_max_line_bytes):
+    max_lines, max_line_bytes, max_items = settings.batch_max_lines, settings.batch_max_line_bytes, \
+        settings.batch_max_items
+    for line_no, raw in files_service.iter_lines(store, source, max_line_bytes):
         if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
         line_count += 1
         try:
-            if line_count > settings.batch_max_lines:
-                raise LineError("too_many_requests", f"a batch holds at most {settings.batch_max_lines} lines")
-            if len(raw) > settings.batch_max_line_bytes:
-                raise LineError("line_too_long", f"a line holds at most {settings.batch_max_line_bytes} bytes")
+            if line_count > max_lines:
+                raise LineError("too_many_requests", f"a batch holds at most {max_lines} lines")
+            if len(raw) > max_line_bytes:
+                raise LineError("line_too_long", f"a line holds at most {max_line_bytes} bytes")
             line = batch_lines.parse_line(raw)
             custom_id = line["custom_id"]
             if custom_id in seen:
@@ -155,8 +157,8 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
                                 "custom_id")
             seen.add(custom_id)
             specs = batch_lines.expand(ctx, line_no, line)
-            if writer.count + len(specs) > settings.batch_max_items:
-                raise LineError("too_many_requests", f"a batch expands to at most {settings.batch_max_items} items")
+            if writer.count + len(specs) > max_items:
+                raise LineError("too_many_requests", f"a batch expands to at most {max_items} items")
         except LineError as exc:
             errors.append(exc.as_error(line_no))
             if len(errors) >= settings.batch_max_reported_errors or exc.code == "too_many_requests":
