@@ -49,6 +49,11 @@ a an the and or but nor so yet plus to of for with in on at by from into onto ab
 without within your our my their his her its this that these those every each which who whose where when while
 because if is are was were be been will can could would should has have had
 """.split())
+# Words that open a new phrase: a line cut just before one ends on a whole phrase.
+_PHRASE_OPENERS = frozenset("""
+and or but nor so yet plus to of for with in on at by from into onto about as than through via like without
+within which who whose where when while because if during including until after before since
+""".split())
 _CUT_PUNCTUATION = " ,;:-–—&/+"
 _PAIRS = (("(", ")"), ("[", "]"), ("“", "”"), ("«", "»"))  # not ‘’: ’ is also an apostrophe
 
@@ -149,21 +154,31 @@ def trim_to_word(name: str, text: str, rules: CheckRules, min_words: int = 3) ->
     if limit is None or _fits(name, text, rules):
         return None
     tokens = text.split()
-    for n in range(len(tokens) - 1, 0, -1):
-        kept = _without_dangling(tokens[:n])
-        if not _fits(name, kept, rules) or not _balanced(kept):
-            continue
-        if len(T.words(kept)) < min_words or len(worst_case(kept, rules)) < limit / 2:
-            return None
-        return kept
-    return None
+
+    def longest(cuts: list[int]) -> str | None:
+        for n in cuts:
+            kept = _without_dangling(tokens[:n])
+            if not _fits(name, kept, rules) or not _balanced(kept):
+                continue
+            if len(T.words(kept)) < min_words or len(worst_case(kept, rules)) < limit / 2:
+                return None
+            return kept
+        return None
+
+    cuts = list(range(len(tokens) - 1, 0, -1))
+    # First choice: end where a phrase began ("... season | and offers ...", "... access | to all trail
+    # running gear"), so the line ends on a whole phrase rather than on the first half of one.
+    return longest([n for n in cuts if _bare(tokens[n]) in _PHRASE_OPENERS]) or longest(cuts)
+
+
+def _bare(token: str) -> str:
+    return token.rstrip(_CUT_PUNCTUATION).strip("\"'“”‘’()[]«»").lower()
 
 
 def _without_dangling(tokens: list[str]) -> str:
     kept = list(tokens)
     while kept:
-        last = kept[-1].rstrip(_CUT_PUNCTUATION)
-        bare = last.strip("\"'“”‘’()[]«»").lower()
+        last, bare = kept[-1].rstrip(_CUT_PUNCTUATION), _bare(kept[-1])
         if not bare or bare in _DANGLING or bare.endswith(("'s", "’s")):
             kept.pop()
             continue

@@ -75,6 +75,7 @@ def test_real_model_campaign_passes_its_checks(
     table = list(csv.DictReader(io.StringIO(export.text)))
     assert len(table) == 240
     ok = [row for row in table if row["email.v1.status"] == "passed" and row["sms.v1.status"] == "passed"]
+    print(json.dumps({"csv_rows": len(table), "csv_rows_ok": len(ok)}))
     assert len(ok) >= 0.9 * 240
     for row in ok:
         assert "{{" not in row["email.v1.body"] + row["sms.v1.text"] and int(row["sms.v1.segments"]) == 1

@@ -163,14 +163,23 @@ LONG_PREHEADER = ("Discover our new autumn collection of waterproof hiking boots
 
 
 @pytest.mark.parametrize(("field", "text", "finish", "expected"), [
-    # One sentence, no clause boundary: cut at the last word that fits, and "for" (it promises more) goes too.
+    # One sentence, no clause boundary: cut where the last phrase that fits ends (before "for every trail").
     ("preheader", LONG_PREHEADER, "stop",
      "Discover our new autumn collection of waterproof hiking boots and warm jackets designed"),
+    # Measured in the real-model campaign: the plain word cut ended "...unlimited access to all trail"; the
+    # cut before the phrase "to all trail running gear" ends on a whole phrase.
+    ("preheader", "A special offer only available during the fall season and offers unlimited access to all trail "
+     "running gear this autumn.", "stop",
+     "A special offer only available during the fall season and offers unlimited access"),
+    # No phrase boundary leaves enough ("Save big" is a stub): the plain word cut.
+    ("preheader", "Save big on waterproof insulated breathable lightweight hiking boots jackets tents stoves packs "
+     "headlamps this autumn weekend", "stop",
+     "Save big on waterproof insulated breathable lightweight hiking boots jackets tents stoves packs"),
     # Several dangling words in a row all go: "...ever made in our" -> "...ever made".
     ("preheader", "Members save 20% on waterproof hiking boots and the warmest jackets we have ever made in our "
      "workshop this year.", "stop",
      "Members save 20% on waterproof hiking boots and the warmest jackets we have ever made"),
-    # A possessive is a dangling word too; a merge tag is a whole word, measured with the longest name.
+    # A merge tag is a whole word, and the line is measured with the longest name it takes.
     ("subject", "{{first_name}}, discover the autumn boots picked for Trailhead's hikers", "stop",
      "{{first_name}}, discover the autumn boots picked"),
     # Cut off by the token limit and too long: the cut lands before the cut-off point.
