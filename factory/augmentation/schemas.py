@@ -43,14 +43,16 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """The labelled source: ``rows`` inline, or ``content`` (base64) in a ``format``.
+    """The labelled source: ``rows`` inline, ``content`` (base64) in a ``format``, or ``file_id``, a
+    file uploaded to ``/v1/files`` with purpose ``user_data``, in a ``format``.
 
     Parsing is by format over a byte stream (``factory.augmentation.sources``), so a
-    stored file can be read the same way as inline content.
+    stored file is read (streamed from storage) the same way as inline content.
     """
 
     rows: Annotated[list[dict[FieldName, Scalar]], Field(min_length=1)] | None = None
     content: Annotated[str, Field(min_length=1)] | None = None
+    file_id: Annotated[str, Field(pattern=r"^file[-_][A-Za-z0-9_-]{1,64}$")] | None = None
     format: Literal["csv", "jsonl", "parquet"] | None = None
     text_field: FieldName = "text"
     label_field: FieldName = "label"
@@ -68,12 +70,12 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        if (self.rows is None) == (self.content is None):
-            raise ValueError("give exactly one of 'rows' or 'content'")
-        if self.content is not None and self.format is None:
-            raise ValueError("'format' (csv, jsonl or parquet) is required with 'content'")
+        if sum(x is not None for x in (self.rows, self.content, self.file_id)) != 1:
+            raise ValueError("give exactly one of 'rows', 'content' or 'file_id'")
+        if self.rows is None and self.format is None:
+            raise ValueError("'format' (csv, jsonl or parquet) is required with 'content' or 'file_id'")
         if self.rows is not None and self.format is not None:
-            raise ValueError("'format' only applies to 'content'")
+            raise ValueError("'format' only applies to 'content' or 'file_id'")
         return self
 
 

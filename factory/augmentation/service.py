@@ -17,7 +17,7 @@ import json
 import random
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,12 @@ from factory.augmentation.schemas import (
     GenerateMethod,
     ParaphraseMethod,
 )
-from factory.augmentation.sources import SourceRow, dataset_sha256, decode_base64, read_records, select_rows
+from factory.augmentation.sources import SourceRow, dataset_sha256, decode_base64, iter_records, select_rows
 from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus
 from factory.errors import Conflict, InvalidInput, NotFound
+from factory.files import service as files_service
 from factory.jobs.repository import JobRepository
 from factory.jobs.service import CreatedJob, get_job
 from factory.models import registry
@@ -62,16 +63,23 @@ class PlannedItem:
     prompt_sha256: str = field(default="")
 
 
-def load_rows(spec: DatasetSpec, settings: Settings) -> list[SourceRow]:
-    """The dataset's (id, text, label) rows, from inline rows or base64 content."""
+def load_rows(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
+              spec: DatasetSpec) -> list[SourceRow]:
+    """The dataset's (id, text, label) rows, from inline rows, base64 content or an uploaded file."""
+    def select(records: Iterable[dict[str, Any]]) -> list[SourceRow]:
+        return select_rows(records, text_field=spec.text_field, label_field=spec.label_field,
+                           id_field=spec.id_field, max_rows=settings.max_dataset_rows)
+
     if spec.rows is not None:
-        records: list[dict[str, Any]] = [dict(r) for r in spec.rows]
-    else:
-        assert spec.content is not None and spec.format is not None
-        data = decode_base64(spec.content, "dataset.content")
-        records = read_records(io.BytesIO(data), spec.format)
-    return select_rows(records, text_field=spec.text_field, label_field=spec.label_field,
-                       id_field=spec.id_field, max_rows=settings.max_dataset_rows)
+        return select(dict(r) for r in spec.rows)
+    assert spec.format is not None
+    if spec.file_id is not None:
+        row = files_service.get_data_file(session, store, tenant_id, spec.file_id, field="dataset.file_id")
+        with files_service.open_content(store, row) as stream:
+            return select(iter_records(stream, spec.format, "dataset.file_id"))
+    assert spec.content is not None
+    data = decode_base64(spec.content, "dataset.content")
+    return select(iter_records(io.BytesIO(data), spec.format))
 
 
 def _record(row: SourceRow | None, label: str, method: str, **extra: Any) -> dict[str, Any]:
@@ -136,10 +144,11 @@ def _check_size(settings: Settings, total: int) -> None:
                            field="methods")
 
 
-def create_job(session: Session, settings: Settings, tenant_id: str, body: AugmentationJobCreate) -> CreatedJob:
+def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
+               body: AugmentationJobCreate) -> CreatedJob:
     """Validate the dataset and options, plan every item, then write job, rows, chunks, items, outbox."""
     model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
-    rows = load_rows(body.dataset, settings)
+    rows = load_rows(session, settings, store, tenant_id, body.dataset)
     _check_labels(body, rows)
     params = body.params.model_dump()
     job_seed = params.pop("seed")

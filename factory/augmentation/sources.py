@@ -1,8 +1,8 @@
 """Reading a labelled dataset: CSV, JSONL or Parquet bytes, or inline rows, into source rows.
 
-``read_records`` takes a byte stream and a format, so any byte source (inline
-base64 content today, a stored upload tomorrow) goes through the same parser and
-the same checks. ``select_rows`` then picks the id, text and label columns and
+``iter_records`` takes a byte stream and a format, so any byte source (inline
+base64 content, or an upload from ``/v1/files`` read from storage as it is parsed)
+goes through the same parser and the same checks. ``select_rows`` then picks the id, text and label columns and
 refuses, naming the problem, whatever would make a bad dataset: a missing column,
 an empty text, a repeated id. Messages never echo cell values.
 """
@@ -14,12 +14,13 @@ import binascii
 import codecs
 import csv
 import hashlib
-import io
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 
 from factory.errors import InvalidInput
 from factory.provenance.hashing import canonical_json
@@ -43,14 +44,24 @@ def decode_base64(content: str, field: str) -> bytes:
         raise InvalidInput(f"{field} is not valid base64", field=field) from None
 
 
+MAX_LINE_CHARS = 1 << 20
+_CHUNK = 1 << 16
+
+
 def read_records(stream: BinaryIO, fmt: Format, field: str = "dataset.content") -> list[dict[str, Any]]:
     """Every record of a CSV (header row), JSONL or Parquet byte stream, as dicts."""
+    return list(iter_records(stream, fmt, field))
+
+
+def iter_records(stream: BinaryIO, fmt: Format, field: str = "dataset.content") -> Iterator[dict[str, Any]]:
+    """The records one at a time: CSV and JSONL are decoded as they are read, so a stored upload is
+    never in memory whole (``select_rows`` stops reading past its row limit)."""
     if fmt == "parquet":
-        return _read_parquet(stream, field)
-    text = _decode_utf8(stream.read(), field)
-    if fmt == "csv":
-        return _read_csv(text, field)
-    return _read_jsonl(text, field)
+        yield from _read_parquet(stream, field)
+    elif fmt == "csv":
+        yield from _read_csv(_text_lines(stream, field), field)
+    else:
+        yield from _read_jsonl(_text_lines(stream, field), field)
 
 
 def _decode_utf8(data: bytes, field: str) -> str:
@@ -61,27 +72,55 @@ def _decode_utf8(data: bytes, field: str) -> str:
                            field=field.split(" ")[0]) from None
 
 
-def _read_csv(text: str, field: str) -> list[dict[str, Any]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+def _text_lines(stream: BinaryIO, field: str) -> Iterator[str]:
+    """Lines (ending in their newline, if any) of strict UTF-8, a leading BOM dropped, decoded a chunk
+    at a time; a bad byte is reported by its offset in the file, a runaway line by its number."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    consumed = line_no = 0
+    pending = ""
+    first = True
+    while True:
+        chunk = stream.read(_CHUNK)
+        held = len(decoder.getstate()[0])  # bytes of a character split across chunks, decoded with this one
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{field} is not valid UTF-8 (first bad byte at offset "
+                               f"{consumed - held + exc.start})", field=field) from None
+        consumed += len(chunk)
+        if first and text:
+            text, first = text.removeprefix("\ufeff"), False
+        pending += text
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            line_no += 1
+            yield line + "\n"
+        if len(pending) > MAX_LINE_CHARS:
+            raise InvalidInput(f"line {line_no + 1} is longer than {MAX_LINE_CHARS} characters", field=field)
+        if not chunk:
+            break
+    if pending:
+        yield pending
+
+
+def _read_csv(lines: Iterable[str], field: str) -> Iterator[dict[str, Any]]:
+    reader = csv.DictReader(lines, strict=True)
     try:
         if not reader.fieldnames:
             raise InvalidInput("CSV has no header row", field=field)
         if len(set(reader.fieldnames)) != len(reader.fieldnames):
             raise InvalidInput("CSV header repeats a column name", field=field)
-        records: list[dict[str, Any]] = []
         for row in reader:
             if None in row:
                 raise InvalidInput(f"CSV line {reader.line_num} has more cells than the header",
                                    field=field)
-            records.append(dict(row))
+            yield dict(row)
     except csv.Error:
         raise InvalidInput(f"CSV is malformed near line {reader.line_num}", field=field) from None
-    return records
 
 
-def _read_jsonl(text: str, field: str) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+def _read_jsonl(lines: Iterable[str], field: str) -> Iterator[dict[str, Any]]:
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -90,18 +129,28 @@ def _read_jsonl(text: str, field: str) -> list[dict[str, Any]]:
             raise InvalidInput(f"JSONL line {n} is not valid JSON", field=field) from None
         if not isinstance(value, dict):
             raise InvalidInput(f"JSONL line {n} is not a JSON object", field=field)
-        records.append(value)
-    return records
+        yield value
 
 
 def _read_parquet(stream: BinaryIO, field: str) -> list[dict[str, Any]]:
+    """Parquet needs random access (its footer is at the end): a stream that cannot seek (a stored
+    upload) is first spooled to a temporary file, in memory only while it is small."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source: BinaryIO = stream
+    if not stream.seekable():
+        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        shutil.copyfileobj(stream, spool, _CHUNK)
+        spool.seek(0)
+        source = cast(BinaryIO, spool)
     try:
-        table = pq.read_table(stream)
+        table = pq.read_table(source)
     except (pa.ArrowException, OSError, ValueError):
         raise InvalidInput(f"{field} is not a readable Parquet file", field=field) from None
+    finally:
+        if source is not stream:
+            source.close()
     records = table.to_pylist()
     for n, rec in enumerate(records):
         for key, value in rec.items():

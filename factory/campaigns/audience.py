@@ -1,9 +1,12 @@
 """Reading an audience: a byte stream of CSV or JSONL (or inline records) into typed recipients.
 
-Everything here works on a binary stream, so an inline body, a stored upload or a
-file on disk all take the same path, a row at a time. Every problem is an
-InvalidInput naming the row and column (never the value): bad UTF-8, a missing
-key column, duplicate or empty keys, values that do not fit the declared type.
+Everything here works on a binary stream, so an inline body, a stored upload
+(``/v1/files``, purpose ``user_data``, read from storage as it is parsed) or a file
+on disk all take the same path, a row at a time. Every problem is an InvalidInput
+naming the row and column (never the value): bad UTF-8, a missing key column,
+duplicate or empty keys, values that do not fit the declared type. Problems with
+the bytes themselves name the field the bytes came from (``audience.data`` or
+``audience.file_id``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import IO, Any
 from factory.errors import InvalidInput
 
 MAX_KEY_CHARS = 256
+MAX_LINE_BYTES = 1 << 20
 FIELD = "audience"
+DATA_FIELD = f"{FIELD}.data"
 
 
 @dataclass(frozen=True)
@@ -48,43 +53,51 @@ def source_bytes(data: str, encoding: str) -> bytes:
         try:
             return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise InvalidInput("audience data is not valid base64", field=f"{FIELD}.data") from None
+            raise InvalidInput("audience data is not valid base64", field=DATA_FIELD) from None
     try:
         return data.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput("audience data is not valid UTF-8 (it has unpaired surrogates)",
-                           field=f"{FIELD}.data") from None
+                           field=DATA_FIELD) from None
 
 
-def _decoded_lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
-    """(line number, text) with strict UTF-8, a BOM dropped; bad bytes name their line."""
+def _decoded_lines(stream: IO[bytes], source: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) with strict UTF-8, a BOM dropped; bad bytes name their line.
+
+    Lines are read with a length cap, so a stored file without newlines is refused
+    rather than read into memory whole.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    for n, raw in enumerate(stream, start=1):
+    n = 0
+    while raw := stream.readline(MAX_LINE_BYTES + 1):
+        n += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise InvalidInput(f"audience line {n} is longer than {MAX_LINE_BYTES} bytes", field=source)
         try:
             text = decoder.decode(raw)
         except UnicodeDecodeError:
-            raise InvalidInput(f"audience is not valid UTF-8 (line {n})", field=f"{FIELD}.data") from None
+            raise InvalidInput(f"audience is not valid UTF-8 (line {n})", field=source) from None
         if n == 1:
             text = text.removeprefix("\ufeff")
         yield n, text
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise InvalidInput("audience is not valid UTF-8 (it ends mid-character)", field=f"{FIELD}.data") from None
+        raise InvalidInput("audience is not valid UTF-8 (it ends mid-character)", field=source) from None
 
 
-def read_csv(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
-    lines = (text for _, text in _decoded_lines(stream))
+def read_csv(stream: IO[bytes], source: str = DATA_FIELD) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = (text for _, text in _decoded_lines(stream, source))
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader)
     except StopIteration:
-        raise InvalidInput("audience CSV is empty", field=f"{FIELD}.data") from None
+        raise InvalidInput("audience CSV is empty", field=source) from None
     except csv.Error:
-        raise InvalidInput("audience CSV header is malformed", field=f"{FIELD}.data") from None
+        raise InvalidInput("audience CSV header is malformed", field=source) from None
     header = [h.strip() for h in header]
     if len(set(header)) != len(header) or any(not h for h in header):
-        raise InvalidInput("audience CSV header has empty or repeated column names", field=f"{FIELD}.data")
+        raise InvalidInput("audience CSV header has empty or repeated column names", field=source)
     row = 0
     try:
         for values in reader:
@@ -93,32 +106,33 @@ def read_csv(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             if len(values) != len(header):
                 raise InvalidInput(f"audience CSV row {row} has {len(values)} values for {len(header)} columns",
-                                   field=f"{FIELD}.data")
+                                   field=source)
             yield row, dict(zip(header, values, strict=True))
     except csv.Error:
-        raise InvalidInput(f"audience CSV row {row + 1} is malformed", field=f"{FIELD}.data") from None
+        raise InvalidInput(f"audience CSV row {row + 1} is malformed", field=source) from None
 
 
-def read_jsonl(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl(stream: IO[bytes], source: str = DATA_FIELD) -> Iterator[tuple[int, dict[str, Any]]]:
     row = 0
-    for n, text in _decoded_lines(stream):
+    for n, text in _decoded_lines(stream, source):
         if not text.strip():
             continue
         row += 1
         try:
             record = json.loads(text)
         except json.JSONDecodeError:
-            raise InvalidInput(f"audience JSONL line {n} is not valid JSON", field=f"{FIELD}.data") from None
+            raise InvalidInput(f"audience JSONL line {n} is not valid JSON", field=source) from None
         if not isinstance(record, dict):
-            raise InvalidInput(f"audience JSONL line {n} is not an object", field=f"{FIELD}.data")
+            raise InvalidInput(f"audience JSONL line {n} is not an object", field=source)
         for k, v in record.items():
             if isinstance(v, dict | list):
-                raise InvalidInput(f"audience JSONL line {n} field '{k[:64]}' is not a scalar", field=f"{FIELD}.data")
+                raise InvalidInput(f"audience JSONL line {n} field '{k[:64]}' is not a scalar", field=source)
         yield row, record
 
 
-def read_rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    return read_csv(stream) if fmt == "csv" else read_jsonl(stream)
+def read_rows(stream: IO[bytes], fmt: str, source: str = DATA_FIELD) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of a CSV or JSONL byte stream; ``source`` is the request field the bytes came from."""
+    return read_csv(stream, source) if fmt == "csv" else read_jsonl(stream, source)
 
 
 def rows_from_bytes(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:

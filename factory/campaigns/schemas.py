@@ -16,10 +16,12 @@ FieldName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Column = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class AudienceInline(BaseModel):
-    """Recipients given in the request: records, or the text (or base64 bytes) of a CSV/JSONL file.
+class AudienceSource(BaseModel):
+    """Where the recipients come from: inline records, the text (or base64 bytes) of a CSV/JSONL
+    file, or a file uploaded to ``/v1/files`` with purpose ``user_data`` (``file_id``).
 
-    Parsing reads a byte stream, so a stored upload (``file_id``) plugs into the same code.
+    All three go through the same parser and checks; a stored file is streamed from
+    object storage as it is parsed, never loaded whole.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -27,15 +29,20 @@ class AudienceInline(BaseModel):
     format: Literal["records", "csv", "jsonl"]
     records: Annotated[list[dict[Column, Scalar]], Field(min_length=1)] | None = None
     data: Annotated[str, Field(min_length=1)] | None = None
-    encoding: Literal["text", "base64"] = "text"
+    encoding: Literal["text", "base64"] = "text"  # of ``data``
+    file_id: Annotated[str, Field(pattern=r"^file[-_][A-Za-z0-9_-]{1,64}$")] | None = None
     key_column: Column = "id"
     # Record field (as templates and merge tags name it) -> column in the file.
     columns: Annotated[dict[FieldName, Column], Field(max_length=128)] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_source(self) -> AudienceInline:
-        if (self.format == "records") != (self.records is not None) or (self.records is None) == (self.data is None):
-            raise ValueError("give 'records' with format 'records', or 'data' with format 'csv' or 'jsonl'")
+    def _one_source(self) -> AudienceSource:
+        given = [name for name in ("records", "data", "file_id") if getattr(self, name) is not None]
+        if len(given) != 1 or (self.format == "records") != (given[0] == "records"):
+            raise ValueError("give 'records' with format 'records', or 'data' or 'file_id' with format "
+                             "'csv' or 'jsonl'")
+        if self.file_id is not None and "encoding" in self.model_fields_set:
+            raise ValueError("'encoding' applies to 'data', not to 'file_id'")
         return self
 
 
@@ -77,7 +84,7 @@ class CampaignCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=120)]
     brand: Name
     brand_version: Annotated[int, Field(ge=1)] | None = None
-    audience: AudienceInline
+    audience: AudienceSource
     messages: Annotated[list[MessageSpec], Field(min_length=1, max_length=5)]
     # Generate once per segment (recipients sharing these fields) instead of once per recipient.
     segment_by: Annotated[list[FieldName], Field(min_length=1, max_length=5)] | None = None

@@ -14,6 +14,7 @@ import dataclasses
 import io
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from factory.brands import service as brands_service
 from factory.campaigns import audience as aud
 from factory.campaigns.plan import CampaignPlan, MessagePlan, PinnedBrand, PinnedTemplate, VariantPlan
 from factory.campaigns.repository import CampaignRepository
-from factory.campaigns.schemas import CampaignCreate, CampaignOut, MessageSpec, VariantOut
+from factory.campaigns.schemas import AudienceSource, CampaignCreate, CampaignOut, MessageSpec, VariantOut
 from factory.channels.checks import check_copy
 from factory.channels.specs import channel
 from factory.channels.text import MERGE_TAG, normalise_merge_tags
@@ -31,6 +32,7 @@ from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus, PromptTemplate
 from factory.errors import Conflict, InvalidInput, NotFound
+from factory.files import service as files_service
 from factory.jobs.repository import JobRepository
 from factory.models import registry
 from factory.outbox.repository import OutboxRepository
@@ -204,7 +206,8 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
                               types=types, needed=needed, max_rows=max_rows,
                               max_record_chars=settings.max_record_chars)
     sink = io.BytesIO()
-    units, count = _units(aud.recipients(_rows(body), rules), body, sink, settings)
+    with _audience_rows(session, store, tenant_id, body.audience) as rows:
+        units, count = _units(aud.recipients(rows, rules), body, sink, settings)
 
     job_id = new_id("job")
     messages = [_message_plan(m, t) for m, t in zip(body.messages, templates, strict=True)]
@@ -232,11 +235,18 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
     return CreatedCampaign(job=job, outbox_ids=outbox_ids)
 
 
-def _rows(body: CampaignCreate) -> Iterator[tuple[int, dict[str, Any]]]:
-    a = body.audience
+@contextmanager
+def _audience_rows(session: Session, store: ObjectStore, tenant_id: str,
+                   a: AudienceSource) -> Iterator[Iterator[tuple[int, dict[str, Any]]]]:
+    """The audience's rows, whichever source it names; a stored file is streamed and closed after."""
     if a.records is not None:
-        return ((i, dict(r)) for i, r in enumerate(a.records, start=1))
-    return aud.rows_from_bytes(aud.source_bytes(a.data or "", a.encoding), a.format)
+        yield ((i, dict(r)) for i, r in enumerate(a.records, start=1))
+    elif a.file_id is not None:
+        row = files_service.get_data_file(session, store, tenant_id, a.file_id, field="audience.file_id")
+        with files_service.open_content(store, row) as stream:
+            yield aud.read_rows(stream, a.format, source="audience.file_id")
+    else:
+        yield aud.rows_from_bytes(aud.source_bytes(a.data or "", a.encoding), a.format)
 
 
 def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str, model: str, plan: CampaignPlan,

@@ -5,9 +5,10 @@ provenance, so a reader can tell generated words from edited ones. Repairs never
 invent copy: they remove chatter around the answer (preambles, labels, markdown,
 quotes), put known values into placeholders the model left, swap avoided terms for
 preferred ones, drop emoji a brand does not use, cut text back to the last complete
-sentence that fits (a line such as a subject may also end at a clause boundary),
-and append required phrases (a legal footer) that are missing. What still fails
-is regenerated with a new seed.
+sentence that fits (a line such as a subject may also end at a clause boundary or,
+failing that, at a word boundary without a dangling last word), and append
+required phrases (a legal footer) that are missing. What still fails is
+regenerated with a new seed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from factory.channels import text as T
-from factory.channels.checks import CheckRules, length_failure, phrase_pattern
+from factory.channels.checks import CheckRules, length_failure, phrase_pattern, worst_case
 from factory.channels.sms import smart_encode
 from factory.channels.specs import CHANNELS
 
@@ -41,6 +42,20 @@ _BRAND_PLACEHOLDERS = {"company", "company name", "brand", "brand name", "your c
                        "your company name", "store"}
 _BRACKETED = re.compile(r"\[([A-Za-z][A-Za-z'’ _-]{0,30})\]|<([A-Za-z][A-Za-z _-]{0,30})>")
 _CLAUSE_BREAK = re.compile(r"\s*(?:,|;|:| -| –| —)\s")
+# Words a line cut short must not end on: each promises more words after it
+# ("...for every trail you love to", "...boots and", "...at Trailhead's").
+_DANGLING = frozenset("""
+a an the and or but nor so yet plus to of for with in on at by from into onto about as than through via like
+without within your our my their his her its this that these those every each which who whose where when while
+because if is are was were be been will can could would should has have had
+""".split())
+# Words that open a new phrase: a line cut just before one ends on a whole phrase.
+_PHRASE_OPENERS = frozenset("""
+and or but nor so yet plus to of for with in on at by from into onto about as than through via like without
+within which who whose where when while because if during including until after before since
+""".split())
+_CUT_PUNCTUATION = " ,;:-–—&/+"
+_PAIRS = (("(", ")"), ("[", "]"), ("“", "”"), ("«", "»"))  # not ‘’: ’ is also an apostrophe
 
 
 @dataclass
@@ -123,6 +138,59 @@ def trim_to_clause(name: str, text: str, rules: CheckRules, min_words: int = 3) 
     return None
 
 
+def trim_to_word(name: str, text: str, rules: CheckRules, min_words: int = 3) -> str | None:
+    """A too-long line cut at the last word boundary that fits, without a dangling last word.
+
+    The last resort for a line (subject, preheader, title, headline) whose one
+    sentence has no clause boundary to end at: words are dropped from the end until
+    it fits, then trailing words that promise more (``and``, ``for``, ``your``, a
+    possessive) and trailing punctuation go too; a cut inside brackets or quotes moves
+    back before them. Merge tags are whole words, so they are never split. None (no
+    trim: the copy fails and is regenerated) when what is left would have fewer than
+    ``min_words`` words or be under half the field's limit: that is a different line,
+    not the same one shortened.
+    """
+    limit = rules.channel.field(name).max_chars
+    if limit is None or _fits(name, text, rules):
+        return None
+    tokens = text.split()
+
+    def longest(cuts: list[int]) -> str | None:
+        for n in cuts:
+            kept = _without_dangling(tokens[:n])
+            if not _fits(name, kept, rules) or not _balanced(kept):
+                continue
+            if len(T.words(kept)) < min_words or len(worst_case(kept, rules)) < limit / 2:
+                return None
+            return kept
+        return None
+
+    cuts = list(range(len(tokens) - 1, 0, -1))
+    # First choice: end where a phrase began ("... season | and offers ...", "... access | to all trail
+    # running gear"), so the line ends on a whole phrase rather than on the first half of one.
+    return longest([n for n in cuts if _bare(tokens[n]) in _PHRASE_OPENERS]) or longest(cuts)
+
+
+def _bare(token: str) -> str:
+    return token.rstrip(_CUT_PUNCTUATION).strip("\"'“”‘’()[]«»").lower()
+
+
+def _without_dangling(tokens: list[str]) -> str:
+    kept = list(tokens)
+    while kept:
+        last, bare = kept[-1].rstrip(_CUT_PUNCTUATION), _bare(kept[-1])
+        if not bare or bare in _DANGLING or bare.endswith(("'s", "’s")):
+            kept.pop()
+            continue
+        kept[-1] = last
+        break
+    return " ".join(kept)
+
+
+def _balanced(text: str) -> bool:
+    return text.count('"') % 2 == 0 and all(text.count(a) == text.count(b) for a, b in _PAIRS)
+
+
 def _join(head: str, body: str, tail: str) -> str:
     out = head
     if body:
@@ -175,6 +243,10 @@ def _finish_line(name: str, t: str, cut_off: bool, rules: CheckRules, out: Repai
     kept = trim_to_clause(name, t, rules)
     if kept is not None:
         out.repairs.append(f"{name}:trim_to_clause")
+        return kept
+    kept = trim_to_word(name, t, rules)
+    if kept is not None:
+        out.repairs.append(f"{name}:trim_to_word")
         return kept
     if cut_off:
         out.truncated.add(name)

@@ -1,9 +1,15 @@
 """The rules for files. Takes a session, never commits: the caller owns the transaction.
 
-Uploads are read as a stream, one line at a time, so memory does not grow with the
-file (FastAPI spools the multipart body to a temporary file; we scan it, then hand
-the same file to object storage, which uploads it in parts). Content lives in
-object storage under a key built from the file id; the database keeps the metadata.
+Uploads are read as a stream, one line (or chunk) at a time, so memory does not grow
+with the file (FastAPI spools the multipart body to a temporary file; we scan it,
+then hand the same file to object storage, which uploads it in parts). Content
+lives in object storage under a key built from the file id; the database keeps the
+metadata.
+
+Two purposes, as in the OpenAI Files API: ``batch`` (JSONL request lines, each
+within the line limit) and ``user_data`` (a data file such as a campaign audience
+or an augmentation dataset: CSV, JSONL or Parquet; only the size is checked here,
+its rows are checked by whatever reads it, naming the field that named the file).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, BinaryIO
 
 from sqlalchemy.orm import Session
 
@@ -24,10 +30,14 @@ from factory.files.repository import FileRepository
 from factory.files.schemas import FileList, FileOut
 from factory.storage import ObjectStore
 from factory.storage.keys import file_content_key
+from factory.storage.streams import open_object
 
-UPLOAD_PURPOSES = ("batch",)
+BATCH_PURPOSE = "batch"
+DATA_PURPOSE = "user_data"
+UPLOAD_PURPOSES = (BATCH_PURPOSE, DATA_PURPOSE)
 GENERATED_PURPOSE = "batch_output"
 JSONL = "application/jsonl"
+_DATA_TYPES = {".csv": "text/csv", ".jsonl": JSONL, ".parquet": "application/vnd.apache.parquet"}
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -79,17 +89,40 @@ def scan_jsonl(fileobj: IO[bytes], settings: Settings) -> ScannedFile:
     return ScannedFile(bytes=size, lines=lines, sha256=digest.hexdigest())
 
 
+def scan_data(fileobj: IO[bytes], settings: Settings) -> ScannedFile:
+    """Size, line count and sha256 of a data file, in fixed-size chunks (a CSV or Parquet file
+    need not have short lines); the file size limit is the same as for batch files."""
+    digest = hashlib.sha256()
+    size = newlines = 0
+    last = b""
+    while chunk := fileobj.read(1 << 16):
+        size += len(chunk)
+        if size > settings.batch_max_file_bytes:
+            raise FileTooLarge(f"file is larger than {settings.batch_max_file_bytes} bytes", field="file")
+        digest.update(chunk)
+        newlines += chunk.count(b"\n")
+        last = chunk[-1:]
+    if size == 0:
+        raise InvalidInput("file is empty", field="file")
+    return ScannedFile(bytes=size, lines=newlines + (last != b"\n"), sha256=digest.hexdigest())
+
+
 def upload(session: Session, settings: Settings, store: ObjectStore, tenant_id: str, *, purpose: str,
            filename: str | None, fileobj: IO[bytes]) -> StoredFile:
     """Check the upload, store its content, then write its row (a bad file writes nothing)."""
     if purpose not in UPLOAD_PURPOSES:
-        raise InvalidInput("purpose must be 'batch' (the only purpose this server accepts)", field="purpose")
-    scanned = scan_jsonl(fileobj, settings)
+        raise InvalidInput("purpose must be 'batch' or 'user_data'", field="purpose")
+    name = clean_filename(filename)
+    if purpose == BATCH_PURPOSE:
+        scanned, content_type = scan_jsonl(fileobj, settings), JSONL
+    else:
+        suffix = name[name.rfind("."):].lower() if "." in name else ""
+        scanned, content_type = scan_data(fileobj, settings), _DATA_TYPES.get(suffix, "application/octet-stream")
     fileobj.seek(0)
     file_id = new_id("file")
     key = file_content_key(tenant_id, file_id)
-    store.put_file(key, fileobj, JSONL)
-    row = StoredFile(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=clean_filename(filename),
+    store.put_file(key, fileobj, content_type)
+    row = StoredFile(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=name,
                      bytes=scanned.bytes, line_count=scanned.lines, sha256=scanned.sha256, status="processed",
                      storage_key=key, created_at=utcnow())
     FileRepository(session).add(row)
@@ -115,6 +148,25 @@ def get_file(session: Session, tenant_id: str, file_id: str) -> StoredFile:
     if row is None:
         raise NotFound("no such file", field="file_id")
     return row
+
+
+def get_data_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str, field: str) -> StoredFile:
+    """An uploaded ``user_data`` file that a request names in ``field``: 404 if there is none (or its
+    content is gone), 422 if it was uploaded for another purpose."""
+    row = FileRepository(session).get(tenant_id, file_id)
+    if row is None:
+        raise NotFound("no such file", field=field)
+    if row.purpose != DATA_PURPOSE:
+        raise InvalidInput(f"the file was uploaded with purpose '{row.purpose}'; data files need "
+                           f"purpose '{DATA_PURPOSE}'", field=field)
+    if not store.exists(row.storage_key):
+        raise NotFound("the file's content is gone", field=field)
+    return row
+
+
+def open_content(store: ObjectStore, row: StoredFile) -> BinaryIO:
+    """The file's content as a binary stream, downloaded chunk by chunk as it is read."""
+    return open_object(store, row.storage_key)
 
 
 def list_files(session: Session, tenant_id: str, *, after: str | None, limit: int, order: str,

@@ -17,13 +17,15 @@ from factory.config import Settings
 from factory.jobs import service as jobs_service
 from factory.jobs.schemas import JobCreate, dispatch_on
 from factory.jobs.service import CreatedJob
+from factory.storage import ObjectStore
 
 JobRequest = Annotated[JobCreate | AugmentationJobCreate,
                        dispatch_on("kind", {"personalization": JobCreate, "augmentation": AugmentationJobCreate})]
 
 
-def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate | AugmentationJobCreate,
-               ) -> CreatedJob:
+def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
+               body: JobCreate | AugmentationJobCreate) -> CreatedJob:
+    """``store``: where an augmentation dataset named by ``file_id`` is read from."""
     if isinstance(body, AugmentationJobCreate):
-        return augmentation_service.create_job(session, settings, tenant_id, body)
+        return augmentation_service.create_job(session, settings, store, tenant_id, body)
     return jobs_service.create_job(session, settings, tenant_id, body)

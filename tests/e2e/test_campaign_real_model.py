@@ -50,10 +50,13 @@ def test_real_model_campaign_passes_its_checks(
 
     print(json.dumps({k: report[k] for k in ("pass_rate", "pass_rate_before_repair", "pass_rate_first_attempt",
                                             "attempts_histogram", "failed_checks_first_attempt",
-                                            "failed_checks_final", "model_requests", "elapsed_s")}))
+                                            "failed_checks_final", "repairs", "model_requests", "elapsed_s")}))
+    for x in results:  # the lines (where trims happen) and how each copy ended, for the figures in the docs
+        lines = {k: v for k, v in x["fields"].items() if k in ("subject", "preheader")}
+        print(json.dumps({"status": x["check_status"], "failed": x["failed_checks"], **lines,
+                          "repairs": [r for r in x["provenance"]["campaign"].get("repairs", []) if "trim" in r]}))
     assert report["items"] == 16 and report["recipients"] == 240 and report["segments"] == 8
-    # Measured on the merged code: 15/16 (one email preheader still too long after 3 attempts).
-    assert report["pass_rate"] >= 0.9, report
+    assert report["pass_rate"] >= 0.95, report
     assert set(report["by_variant"]) == {"email.v1", "sms.v1"}
     for vid in ("email.v1", "sms.v1"):
         assert report["by_variant"][vid]["passed"] >= 7
@@ -72,6 +75,7 @@ def test_real_model_campaign_passes_its_checks(
     table = list(csv.DictReader(io.StringIO(export.text)))
     assert len(table) == 240
     ok = [row for row in table if row["email.v1.status"] == "passed" and row["sms.v1.status"] == "passed"]
-    assert len(ok) >= 0.8 * 240
+    print(json.dumps({"csv_rows": len(table), "csv_rows_ok": len(ok)}))
+    assert len(ok) >= 0.9 * 240
     for row in ok:
         assert "{{" not in row["email.v1.body"] + row["sms.v1.text"] and int(row["sms.v1.segments"]) == 1

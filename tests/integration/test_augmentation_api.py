@@ -190,12 +190,13 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "is not valid base64"),
     ("not parquet", body(dataset=content(b"PAR1 garbage " + CANARY.encode(), "parquet")), "dataset.content",
      "is not a readable Parquet file"),
-    ("bad jsonl line", body(dataset=content(b'{"id": 1}\n{not json\n', "jsonl")), "dataset.content",
-     "JSONL line 2 is not valid JSON"),
+    # Rows are read as a stream, so the first problem in file order is the one reported.
+    ("bad jsonl line", body(dataset=content(b'{"id": 1, "text": "hi there", "label": "x"}\n{not json\n', "jsonl")),
+     "dataset.content", "JSONL line 2 is not valid JSON"),
     ("content without format", body(dataset={"content": "aWQ="}), "dataset",
      "'format' (csv, jsonl or parquet) is required"),
     ("rows and content", body(dataset={"rows": rows(), "content": "aWQ=", "format": "csv"}), "dataset",
-     "give exactly one of 'rows' or 'content'"),
+     "give exactly one of 'rows', 'content' or 'file_id'"),
     ("duplicate id", body(dataset={"rows": [*rows(2), {"id": "r0", "text": "again", "label": "refund"}]}),
      "dataset.id_field", "repeats an id"),
     ("missing id column", body(dataset={"rows": [{"text": "hello there", "label": "x"}]}), "dataset.id_field",
@@ -229,6 +230,70 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_writes_nothing(
     err = r.json()["error"]
     assert err["field"] == field, (case, err)
     assert message in err["message"], (case, err)
+    assert CANARY not in r.text
+    for model in (Job, Item, Chunk, AugmentationSourceRow, OutboxMessage):
+        assert _count(settings.database_url, model) == 0, (case, model)
+
+
+def _upload(client: TestClient, raw: bytes, purpose: str = "user_data") -> str:
+    r = client.post("/v1/files", files={"file": ("dataset.bin", raw)}, data={"purpose": purpose})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def _dataset_bytes(data: list[dict[str, Any]], fmt: str) -> bytes:
+    if fmt == "csv":
+        return _csv(data, ["id", "text", "label"])
+    if fmt == "jsonl":
+        return "".join(json.dumps(d) + "\n" for d in data).encode()
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(data), out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_dataset_uploaded_to_files_gives_the_same_rows_as_inline(client: TestClient, settings: Settings,
+                                                                   fmt: str) -> None:
+    data = rows(5)
+    file_id = _upload(client, _dataset_bytes(data, fmt))
+    r = client.post("/v1/jobs", json=body(dataset={"file_id": file_id, "format": fmt}))
+    assert r.status_code == 202, r.text
+    inline = client.post("/v1/jobs", json=body(dataset={"rows": data}))
+    with get_sessionmaker(settings.database_url)() as s:
+        jobs = {j.id: j for j in s.scalars(select(Job))}
+        got = [(x.row_id, x.label, x.text) for x in s.scalars(
+            select(AugmentationSourceRow).where(AugmentationSourceRow.job_id == r.json()["id"])
+            .order_by(AugmentationSourceRow.seq))]
+    assert got == [(d["id"], d["label"], d["text"]) for d in data]
+    assert jobs[r.json()["id"]].options["dataset"]["sha256"] == jobs[inline.json()["id"]].options["dataset"]["sha256"]
+
+
+FILE_BAD: list[tuple[str, bytes | None, str, str, int, str, str]] = [
+    # (case, uploaded bytes, purpose, format, status, field, message)
+    ("unknown file", None, "user_data", "csv", 404, "dataset.file_id", "no such file"),
+    ("batch file", b'{"custom_id": "a"}\n', "batch", "jsonl", 422, "dataset.file_id", "purpose 'user_data'"),
+    ("not utf-8", NOT_UTF8, "user_data", "csv", 422, "dataset.file_id",
+     "not valid UTF-8 (first bad byte at offset 20)"),
+    ("missing label column", _csv(rows(), ["id", "text"]), "user_data", "csv", 422, "dataset.label_field",
+     "has no column 'label'"),
+    ("duplicate id", _csv([*rows(3), {"id": "r1", "text": CANARY, "label": "refund"}], ["id", "text", "label"]),
+     "user_data", "csv", 422, "dataset.id_field", "repeats an id"),
+    ("not parquet", b"PAR1 garbage " + CANARY.encode(), "user_data", "parquet", 422, "dataset.file_id",
+     "is not a readable Parquet file"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "purpose", "fmt", "status", "field", "message"), FILE_BAD,
+                         ids=[b[0] for b in FILE_BAD])
+def test_a_bad_dataset_file_is_a_4xx_naming_the_field_and_writes_nothing(
+    client: TestClient, settings: Settings, case: str, raw: bytes | None, purpose: str, fmt: str, status: int,
+    field: str, message: str,
+) -> None:
+    file_id = _upload(client, raw, purpose) if raw is not None else "file_000000000000000000000000000000"
+    r = client.post("/v1/jobs", json=body(dataset={"file_id": file_id, "format": fmt}))
+    assert r.status_code == status, (case, r.text)
+    err = r.json()["error"]
+    assert err["field"] == field and message in err["message"], (case, err)
     assert CANARY not in r.text
     for model in (Job, Item, Chunk, AugmentationSourceRow, OutboxMessage):
         assert _count(settings.database_url, model) == 0, (case, model)

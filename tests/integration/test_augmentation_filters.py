@@ -70,7 +70,7 @@ def _run_job(url: str, store: LocalStore) -> str:
         "params": {"seed": 3},
     })
     with session_scope(url) as s:
-        job_id = create_job(s, settings, DEFAULT_TENANT, body).job.id
+        job_id = create_job(s, settings, store, DEFAULT_TENANT, body).job.id
     with session_scope(url) as s:
         chunk_ids = JobRepository(s).chunk_ids(job_id)
     for cid in chunk_ids:
@@ -202,7 +202,7 @@ def test_a_job_whose_items_all_failed_still_gets_a_report_and_the_source_rows(db
         "methods": [{"method": "generate", "k": 2}], "params": {"seed": 3},
     })
     with session_scope(db_url) as s:
-        job_id = create_job(s, settings, DEFAULT_TENANT, body).job.id
+        job_id = create_job(s, settings, store, DEFAULT_TENANT, body).job.id
     with session_scope(db_url) as s:
         (chunk_id,) = JobRepository(s).chunk_ids(job_id)
         claimed = execution.claim(s, chunk_id, "w", 60)

@@ -205,3 +205,25 @@ def test_stages_that_do_not_apply_are_not_counted_as_evaluated() -> None:
     assert stages["label_consistency"]["acceptance_rate"] is None
     assert [v.accepted for v in result.verdicts] == [True, True]
     assert result.verdicts[0].similarity == 0.8 and result.verdicts[1].similarity is None
+
+
+def test_records_are_decoded_as_a_stream_with_offsets_in_the_whole_file() -> None:
+    from factory.augmentation import sources
+    from factory.storage.streams import ChunkStream
+
+    def trickle(data: bytes, size: int) -> io.BufferedReader:  # a stored upload, a few bytes per read
+        return io.BufferedReader(ChunkStream(iter([data[i:i + size] for i in range(0, len(data), size)])),
+                                 buffer_size=size)
+
+    text = "\ufeffid,text,label\n1,Crème brûlée for two,order\n2,\"a quoted\nline\",ask\n"
+    expected = [{"id": "1", "text": "Crème brûlée for two", "label": "order"},
+                {"id": "2", "text": "a quoted\nline", "label": "ask"}]
+    for size in (1, 2, 3, 7, 1 << 16):  # multi-byte characters and the BOM split across reads
+        assert sources.read_records(trickle(text.encode(), size), "csv") == expected
+    bad = "id,text,label\n1,Crème brûlée,order\n".encode() + b"2,caf\xe9,order\n"
+    offset = bad.index(b"\xe9")
+    for size in (1, 3, 5, 1 << 16):
+        with pytest.raises(InvalidInput, match=rf"first bad byte at offset {offset}\)"):
+            sources.read_records(trickle(bad, size), "csv")
+    with pytest.raises(InvalidInput, match="line 1 is longer than"):
+        sources.read_records(io.BytesIO(b"x" * (sources.MAX_LINE_CHARS + 2)), "jsonl")

@@ -158,6 +158,74 @@ def test_a_cut_off_line_ends_at_a_clause_or_stays_truncated() -> None:
     assert "subject:truncated" in check_copy({**GOOD, **hopeless.fields}, r, frozenset(hopeless.truncated))
 
 
+LONG_PREHEADER = ("Discover our new autumn collection of waterproof hiking boots and warm jackets designed for "
+                  "every trail you love to explore this season.")
+
+
+@pytest.mark.parametrize(("field", "text", "finish", "expected"), [
+    # One sentence, no clause boundary: cut where the last phrase that fits ends (before "for every trail").
+    ("preheader", LONG_PREHEADER, "stop",
+     "Discover our new autumn collection of waterproof hiking boots and warm jackets designed"),
+    # Measured in the real-model campaign: the plain word cut ended "...unlimited access to all trail"; the
+    # cut before the phrase "to all trail running gear" ends on a whole phrase.
+    ("preheader", "A special offer only available during the fall season and offers unlimited access to all trail "
+     "running gear this autumn.", "stop",
+     "A special offer only available during the fall season and offers unlimited access"),
+    # No phrase boundary leaves enough ("Save big" is a stub): the plain word cut.
+    ("preheader", "Save big on waterproof insulated breathable lightweight hiking boots jackets tents stoves packs "
+     "headlamps this autumn weekend", "stop",
+     "Save big on waterproof insulated breathable lightweight hiking boots jackets tents stoves packs"),
+    # Several dangling words in a row all go: "...ever made in our" -> "...ever made".
+    ("preheader", "Members save 20% on waterproof hiking boots and the warmest jackets we have ever made in our "
+     "workshop this year.", "stop",
+     "Members save 20% on waterproof hiking boots and the warmest jackets we have ever made"),
+    # A merge tag is a whole word, and the line is measured with the longest name it takes.
+    ("subject", "{{first_name}}, discover the autumn boots picked for Trailhead's hikers", "stop",
+     "{{first_name}}, discover the autumn boots picked"),
+    # Cut off by the token limit and too long: the cut lands before the cut-off point.
+    ("preheader", LONG_PREHEADER[:-30], "length",
+     "Discover our new autumn collection of waterproof hiking boots and warm jackets designed"),
+    # A cut inside quotes moves back before the opening quote.
+    ("subject", 'Waterproof autumn hiking boots for weekend hikers in our "Trail Ready Special"', "stop",
+     "Waterproof autumn hiking boots for weekend hikers"),
+])
+def test_a_too_long_line_ends_at_a_word_without_a_dangling_fragment(field: str, text: str, finish: str,
+                                                                    expected: str) -> None:
+    r = rules()
+    copy = repair_copy({field: text}, {field: finish}, r)
+    assert copy.fields[field] == expected
+    assert copy.repairs == [f"{field}:trim_to_word"]
+    assert copy.truncated == set()
+    assert check_copy({**GOOD, field: copy.fields[field]}, r) == []
+
+
+@pytest.mark.parametrize(("field", "text", "finish", "failed"), [
+    # What fits within the limit would be under half of it: a different line, so no trim; it is regenerated.
+    ("preheader", "Autumn deals at shop.example/autumn-collection-waterproof-hiking-boots-and-warm-jackets-"
+     "for-every-trail", "stop", "preheader:too_long"),
+    # Fewer than three words would be left.
+    ("subject", "Hiking " + "extraordinarily-comfortable-waterproof-autumn-boots-for-every-trail", "stop",
+     "subject:too_long"),
+    # Fits but was cut off by the token limit: shortening does not mend it, it stays truncated.
+    ("subject", "Twenty percent off everything in the", "length", "subject:truncated"),
+])
+def test_a_line_is_not_trimmed_to_a_stub(field: str, text: str, finish: str, failed: str) -> None:
+    r = rules()
+    copy = repair_copy({field: text}, {field: finish}, r)
+    assert copy.fields[field] == text
+    assert not any(x.endswith(":trim_to_word") for x in copy.repairs)
+    assert failed in check_copy({**GOOD, field: copy.fields[field]}, r, frozenset(copy.truncated))
+
+
+def test_a_line_that_fits_or_ends_at_a_clause_is_not_cut_at_a_word() -> None:
+    r = rules()
+    assert repair_copy({"preheader": GOOD["preheader"]}, {"preheader": "stop"}, r).repairs == []
+    clause = repair_copy({"preheader": "Save 20% on boots and jackets until Sunday, and find warm layers for every "
+                                       "trail you love to explore this autumn season"}, {"preheader": "stop"}, r)
+    assert clause.fields["preheader"] == "Save 20% on boots and jackets until Sunday"
+    assert clause.repairs == ["preheader:trim_to_clause"]
+
+
 @pytest.mark.parametrize(("channel", "fields", "failed"), [
     ("push", {"title": "Autumn sale starts today", "body": "Boots and tents are 20% off until Sunday."}, []),
     ("push", {"title": "Our big autumn sale on boots, tents and jackets starts", "body": "Save 20% on boots now."},

@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,25 @@ def test_file_keys_are_server_built() -> None:
     assert file_content_key("default", "file_" + "b" * 28) == f"tenants/default/files/file_{'b' * 28}/content.jsonl"
     with pytest.raises(ValueError):
         file_content_key("default", "../../etc/passwd")
+
+
+def test_a_stored_object_reads_as_a_stream_chunk_by_chunk(tmp_path: Path) -> None:
+    from factory.storage.streams import ChunkStream, open_object
+
+    store = LocalStore(tmp_path / "objects")
+    content = b"".join(f"line {i}\n".encode() for i in range(1000))
+    store.put_bytes("a/data.csv", content)
+    with open_object(store, "a/data.csv", chunk_size=7) as stream:  # lines straddle every chunk
+        assert stream.readline() == b"line 0\n"
+        assert list(stream)[-1] == b"line 999\n"
+    handed_out: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(100):
+            handed_out.append(i)
+            yield b"x" * 10
+
+    early = ChunkStream(chunks())
+    assert early.read(25) == b"x" * 10  # a raw read returns at most one chunk
+    early.close()  # a reader that stops early stops the download: nothing more is fetched
+    assert handed_out == [0]

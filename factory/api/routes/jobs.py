@@ -13,13 +13,14 @@ from factory.jobs import kinds
 from factory.jobs import service as jobs_service
 from factory.jobs.schemas import JobOut
 from factory.outbox import relay
+from factory.storage import open_store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=202)
 def create_job(body: kinds.JobRequest, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
-    created = kinds.create_job(session, settings, tenant, body)
+    created = kinds.create_job(session, settings, open_store(settings), tenant, body)
     session.commit()
     relay.relay(session, settings, created.outbox_ids)  # after commit; leftovers are re-sent later
     return jobs_service.describe(session, created.job)
