@@ -136,17 +136,46 @@ def _check_size(settings: Settings, total: int) -> None:
                            field="methods")
 
 
+@dataclass
+class AugmentationPlan:
+    """A body checked against its dataset: the source rows and every item, LLM ones first."""
+
+    rows: list[SourceRow]
+    llm: list[PlannedItem]
+    rule: list[PlannedItem]
+    job_seed: int
+
+    @property
+    def items(self) -> list[PlannedItem]:
+        return self.llm + self.rule
+
+    def seed_of(self, item: PlannedItem) -> int:
+        """The item's seed: the same (job seed, key, variant) derivation wherever the body is run."""
+        return derive_seed(self.job_seed, item.key, item.variant)
+
+
+def plan(settings: Settings, body: AugmentationJobCreate, job_seed: int) -> AugmentationPlan:
+    """Read the dataset, check the labels and the size, plan every item. Raises InvalidInput.
+
+    Shared by the job API (``create_job``) and ``/v1/augment`` batch lines, so a body means
+    the same items and seeds in both.
+    """
+    rows = load_rows(body.dataset, settings)
+    _check_labels(body, rows)
+    llm, rule = plan_items(body, rows, job_seed)
+    _check_size(settings, len(llm) + len(rule))
+    return AugmentationPlan(rows=rows, llm=llm, rule=rule, job_seed=job_seed)
+
+
 def create_job(session: Session, settings: Settings, tenant_id: str, body: AugmentationJobCreate) -> CreatedJob:
     """Validate the dataset and options, plan every item, then write job, rows, chunks, items, outbox."""
     model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
-    rows = load_rows(body.dataset, settings)
-    _check_labels(body, rows)
     params = body.params.model_dump()
     job_seed = params.pop("seed")
     if job_seed is None:
         job_seed = secrets.randbelow(2**31)
-    llm, rule = plan_items(body, rows, job_seed)
-    _check_size(settings, len(llm) + len(rule))
+    job_plan = plan(settings, body, job_seed)
+    rows, llm, rule = job_plan.rows, job_plan.llm, job_plan.rule
 
     job_id = new_id("job")
     now = utcnow()
@@ -189,7 +218,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: Augme
         {"id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id, "chunk_id": chunk_ids[chunk_of[seq]],
          "seq": seq, "key": p.key, "variant": p.variant, "record": p.record, "prompt": p.prompt,
          "request": p.request, "prompt_sha256": p.prompt_sha256,
-         "seed": derive_seed(job_seed, p.key, p.variant), "state": ItemState.PENDING}
+         "seed": job_plan.seed_of(p), "state": ItemState.PENDING}
         for seq, p in enumerate(llm + rule)
     ])
     outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue, [[c] for c in chunk_ids])
