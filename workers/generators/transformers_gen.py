@@ -113,7 +113,9 @@ class TransformersGenerator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype).to(self.device)
+        # transformers types ``.to`` through a decorator that mypy reads as taking a model; it takes a device.
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype).to(
+            self.device)  # type: ignore[arg-type]
         self.model.eval()
 
     def unload(self) -> None:

@@ -153,8 +153,8 @@ class AugmentationHandler(KindHandler):
             prov.update(outcome.extra)
         return {**prov, **origin}
 
-    def finalize(self, session: Session, job: Job, store: ObjectStore) -> None:
-        super().finalize(session, job, store)
+    def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
+        outbox_ids = super().finalize(session, job, store)
         repo = AugmentationRepository(session)
         sources = [Source(r.row_id, r.label, r.text) for r in repo.source_rows(job.id)]
         items = list(repo.iter_succeeded_items(job.id))
@@ -171,6 +171,7 @@ class AugmentationHandler(KindHandler):
         report["files"] = [{"name": f.name, "bytes": len(f.data)} for f in files]
         store.put_bytes(job_report_key(job.tenant_id, job.id), canonical_json(report).encode(),
                         "application/json")
+        return outbox_ids
 
     # --- the dataset -------------------------------------------------------------------
     @staticmethod

@@ -82,7 +82,8 @@ class PersonalizationHandler(KindHandler):
         status = "passed" if not work.failed else "failed"
         return Outcome(result, None, extra, CheckOutcome(status=status, failed_checks=work.failed, fields=fields))
 
-    def finalize(self, session: Session, job: Job, store: ObjectStore) -> None:
-        super().finalize(session, job, store)
+    def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
+        outbox_ids = super().finalize(session, job, store)
         if "campaign" in (job.options or {}):
             write_report_and_exports(session, job, store)
+        return outbox_ids
