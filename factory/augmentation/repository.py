@@ -61,3 +61,10 @@ class AugmentationRepository:
             .group_by(AugmentationVerdict.reason)
         )
         return {reason: int(n) for reason, n in rows}
+
+    def verdicts_for(self, item_ids: Sequence[str]) -> dict[str, AugmentationVerdict]:
+        """The verdicts of these items, by item id (items not judged yet are missing)."""
+        if not item_ids:
+            return {}
+        rows = self.session.scalars(select(AugmentationVerdict).where(AugmentationVerdict.item_id.in_(item_ids)))
+        return {v.item_id: v for v in rows}

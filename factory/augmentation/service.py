@@ -17,7 +17,7 @@ import json
 import random
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,23 +63,32 @@ class PlannedItem:
     prompt_sha256: str = field(default="")
 
 
-def load_rows(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
-              spec: DatasetSpec) -> list[SourceRow]:
-    """The dataset's (id, text, label) rows, from inline rows, base64 content or an uploaded file."""
+def _selector(settings: Settings, spec: DatasetSpec) -> Callable[[Iterable[dict[str, Any]]], list[SourceRow]]:
     def select(records: Iterable[dict[str, Any]]) -> list[SourceRow]:
         return select_rows(records, text_field=spec.text_field, label_field=spec.label_field,
                            id_field=spec.id_field, max_rows=settings.max_dataset_rows)
+    return select
 
+
+def load_inline_rows(settings: Settings, spec: DatasetSpec) -> list[SourceRow]:
+    """The rows of a dataset given inline (rows or base64 content); not for ``file_id``."""
+    select = _selector(settings, spec)
     if spec.rows is not None:
         return select(dict(r) for r in spec.rows)
-    assert spec.format is not None
-    if spec.file_id is not None:
-        row = files_service.get_data_file(session, store, tenant_id, spec.file_id, field="dataset.file_id")
-        with files_service.open_content(store, row) as stream:
-            return select(iter_records(stream, spec.format, "dataset.file_id"))
-    assert spec.content is not None
+    assert spec.format is not None and spec.content is not None
     data = decode_base64(spec.content, "dataset.content")
     return select(iter_records(io.BytesIO(data), spec.format))
+
+
+def load_rows(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
+              spec: DatasetSpec) -> list[SourceRow]:
+    """The dataset's (id, text, label) rows, from inline rows, base64 content or an uploaded file."""
+    if spec.file_id is None:
+        return load_inline_rows(settings, spec)
+    assert spec.format is not None
+    row = files_service.get_data_file(session, store, tenant_id, spec.file_id, field="dataset.file_id")
+    with files_service.open_content(store, row) as stream:
+        return _selector(settings, spec)(iter_records(stream, spec.format, "dataset.file_id"))
 
 
 def _record(row: SourceRow | None, label: str, method: str, **extra: Any) -> dict[str, Any]:
@@ -144,18 +153,47 @@ def _check_size(settings: Settings, total: int) -> None:
                            field="methods")
 
 
+@dataclass
+class AugmentationPlan:
+    """A body checked against its dataset: the source rows and every item, LLM ones first."""
+
+    rows: list[SourceRow]
+    llm: list[PlannedItem]
+    rule: list[PlannedItem]
+    job_seed: int
+
+    @property
+    def items(self) -> list[PlannedItem]:
+        return self.llm + self.rule
+
+    def seed_of(self, item: PlannedItem) -> int:
+        """The item's seed: the same (job seed, key, variant) derivation wherever the body is run."""
+        return derive_seed(self.job_seed, item.key, item.variant)
+
+
+def plan(settings: Settings, body: AugmentationJobCreate, job_seed: int, rows: list[SourceRow]) -> AugmentationPlan:
+    """Check the labels and the size against the dataset's rows, plan every item. Raises InvalidInput.
+
+    Shared by the job API (``create_job``) and ``/v1/augment`` batch lines, so a body means
+    the same items and seeds in both.
+    """
+    _check_labels(body, rows)
+    llm, rule = plan_items(body, rows, job_seed)
+    _check_size(settings, len(llm) + len(rule))
+    return AugmentationPlan(rows=rows, llm=llm, rule=rule, job_seed=job_seed)
+
+
 def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
                body: AugmentationJobCreate) -> CreatedJob:
     """Validate the dataset and options, plan every item, then write job, rows, chunks, items, outbox."""
     model = registry.resolve(body.model or settings.model, settings.model_allowlist).name
     rows = load_rows(session, settings, store, tenant_id, body.dataset)
-    _check_labels(body, rows)
     params = body.params.model_dump()
     job_seed = params.pop("seed")
     if job_seed is None:
         job_seed = secrets.randbelow(2**31)
-    llm, rule = plan_items(body, rows, job_seed)
-    _check_size(settings, len(llm) + len(rule))
+    job_plan = plan(settings, body, job_seed, rows)
+    rows, llm, rule = job_plan.rows, job_plan.llm, job_plan.rule
 
     job_id = new_id("job")
     now = utcnow()
@@ -198,7 +236,7 @@ def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_
         {"id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id, "chunk_id": chunk_ids[chunk_of[seq]],
          "seq": seq, "key": p.key, "variant": p.variant, "record": p.record, "prompt": p.prompt,
          "request": p.request, "prompt_sha256": p.prompt_sha256,
-         "seed": derive_seed(job_seed, p.key, p.variant), "state": ItemState.PENDING}
+         "seed": job_plan.seed_of(p), "state": ItemState.PENDING}
         for seq, p in enumerate(llm + rule)
     ])
     outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue, [[c] for c in chunk_ids])

@@ -9,10 +9,12 @@ has an expander that validates the body and returns item specs:
 - ``/v1/personalize``: the job API's personalization body; the template is rendered
   over the audience here, one item per (recipient, variant), merged back into one
   response listing every text.
-- ``/v1/augment``: accepted (the URL is part of the contract) but not run by this
-  server yet: its line is born failed and answered in the error file with the code
-  ``unsupported_endpoint``. Wiring a real augmentation kind means replacing
-  ``_expand_augment``.
+- ``/v1/augment``: the job API's augmentation body, checked strictly and planned by
+  the augmentation service itself (same items and seeds as ``POST /v1/jobs``); one
+  item per planned (method, row or label, k). The line's first item also carries
+  what the batch's finalize step needs to filter the line's outputs and render its
+  response: the source rows, the filters and ``include_source`` (see
+  ``augment_line_context``).
 
 Problems raise ``LineError`` with an OpenAI-style code and the parameter at fault;
 messages never repeat the submitted values.
@@ -21,11 +23,13 @@ messages never repeat the submitted values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, Literal, NamedTuple, NotRequired
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
+from factory.augmentation import service as augmentation_service
+from factory.augmentation.schemas import AugmentationJobCreate
 from factory.chat import schemas as chat_schemas
 from factory.chat.schemas import STRICT, ChatCompletionRequest
 from factory.chat.seeds import choice_seeds
@@ -41,6 +45,8 @@ PERSONALIZE: Final = "/v1/personalize"
 AUGMENT: Final = "/v1/augment"
 SUPPORTED_URLS = (CHAT, PERSONALIZE, AUGMENT)
 UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
+# The key, in an augment line's first item record, of what the whole line shares.
+AUGMENT_LINE = "augment_line"
 MAX_CUSTOM_ID = 256
 
 
@@ -50,9 +56,10 @@ class PersonalizeBody(JobCreate):
     kind: Literal["personalization"] = "personalization"
 
 
-@with_config(ConfigDict(extra="allow", strict=True))
-class AugmentBody(TypedDict):
-    model: NotRequired[Annotated[str, Field(min_length=1, max_length=128)] | None]
+class AugmentBody(AugmentationJobCreate):
+    """The job API's augmentation body; ``kind`` may be left out (the URL says it)."""
+
+    kind: Literal["augmentation"] = "augmentation"
 
 
 CustomId = Annotated[str, Field(min_length=1, max_length=MAX_CUSTOM_ID)]
@@ -241,9 +248,44 @@ def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: Per
 
 
 def _expand_augment(ctx: LineContext, line_no: int, custom_id: str, body: AugmentBody) -> list[ItemSpec]:
-    model = body.get("model")
-    if model is not None:
-        ctx.use_model(model)
-    return [ItemSpec(key=custom_id, variant=0, record={"line": line_no, "url": AUGMENT}, prompt="",
-                     prompt_sha256=EMPTY_SHA256, request=None, seed=0,
-                     error=f"{UNSUPPORTED_ENDPOINT}: {AUGMENT} is not available on this server yet")]
+    """One item per planned augmentation item; LLM methods carry messages, rule methods options.
+
+    ``variant`` numbers the line's items (unique per line, as the item table needs);
+    ``record["variant"]`` is the planned item's own k index, as in an augmentation job.
+    With ``params.seed`` the items get the seeds the job API gives the same body; without,
+    the line's seed derives from the batch seed and the custom_id (two lines over one
+    dataset draw differently).
+    """
+    ctx.use_model(body.model or ctx.model or ctx.settings.model)
+    params = body.params.model_dump()
+    seed = params.pop("seed")
+    line_seed = derive_seed(ctx.batch_seed, custom_id, 0) if seed is None else seed
+    if body.dataset.file_id is not None:
+        raise LineError("invalid_request", "a batch line's dataset is given inline (rows or content); "
+                        "dataset.file_id is for the job API", "body.dataset.file_id")
+    try:
+        planned = augmentation_service.plan(ctx.settings, body, line_seed,
+                                            augmentation_service.load_inline_rows(ctx.settings, body.dataset))
+    except InvalidInput as exc:
+        param = f"body.{exc.field}" if exc.field else "body"
+        raise LineError("invalid_request", exc.message, param) from None
+    specs: list[ItemSpec] = []
+    for n, item in enumerate(planned.items):
+        record = {"line": line_no, "url": AUGMENT, **item.record, "variant": item.variant}
+        if n == 0:
+            record[AUGMENT_LINE] = {
+                "sources": [[r.row_id, r.label, r.text] for r in planned.rows],
+                "filters": body.filters.model_dump(), "include_source": body.include_source,
+            }
+        request = {**item.request, "params": params} if "messages" in item.request else item.request
+        specs.append(ItemSpec(key=custom_id, variant=n, record=record, prompt=item.prompt,
+                              prompt_sha256=item.prompt_sha256, request=request, seed=planned.seed_of(item)))
+    return specs
+
+
+def augment_line_context(first_item_record: dict[str, Any]) -> dict[str, Any]:
+    """What an augment line's first item records for filtering and rendering the line:
+    ``sources`` ([row_id, label, text] per dataset row), ``filters`` (a FilterSpec dump)
+    and ``include_source``."""
+    context: dict[str, Any] = first_item_record[AUGMENT_LINE]
+    return context

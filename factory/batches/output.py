@@ -14,19 +14,25 @@ cancelled) has ``"response": null`` and ``"error": {"code", "message"}``.
 Rendering is a pure function of the rows (timestamps come from the items), so the
 partial output read while a batch runs and the final files agree line for line, and
 a second finalization writes the same bytes.
+
+An augment line's response also needs the quality filters' verdicts on its items,
+which the batch's finalize step computes (all of a line's outputs at once) and
+stores: until then a successful augment line is not rendered — it is missing from
+the partial output, as a line still running is. A failed one is rendered at once.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from factory.batches.lines import PERSONALIZE, UNSUPPORTED_ENDPOINT
+from factory.batches.lines import AUGMENT, PERSONALIZE, UNSUPPORTED_ENDPOINT, augment_line_context
 from factory.chat.completions import completion_body
-from factory.db.models import Item, ItemState
+from factory.db.models import AugmentationVerdict, Item, ItemState
 
 OUTPUT, ERROR = "output", "error"
 _CODE = re.compile(r"^([a-z_]{3,64}): (.+)$", re.DOTALL)
@@ -85,6 +91,43 @@ def _personalization_body(items: list[Item], model: str) -> dict[str, Any]:
     }
 
 
+def _usage(items: list[Item]) -> dict[str, int]:
+    provs = [i.provenance or {} for i in items]
+    prompt = sum(int(p.get("prompt_tokens", 0)) for p in provs)
+    completion = sum(int(p.get("completion_tokens", 0)) for p in provs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _augmentation_body(items: list[Item], model: str, verdicts: Mapping[str, AugmentationVerdict]) -> dict[str, Any]:
+    """The accepted rows (after the line's source rows when ``include_source``), the refused ones with
+    the filter that refused them, and the counts, like an augmentation job's dataset and report."""
+    line = augment_line_context(items[0].record)
+    data: list[dict[str, Any]] = []
+    if line["include_source"]:
+        data += [{"text": text, "label": label, "method": "original", "source_row_id": row_id, "variant": None}
+                 for row_id, label, text in line["sources"]]
+    rejected: list[dict[str, Any]] = []
+    for item in items:
+        row = {"text": item.text or "", "label": item.record["label"], "method": item.record["method"],
+               "source_row_id": item.record.get("source_row_id"), "variant": item.record.get("variant", 0)}
+        verdict = verdicts[item.id]
+        if verdict.accepted:
+            data.append(row)
+        else:
+            rejected.append({**row, "reason": verdict.reason})
+    generated, accepted = len(items), len(items) - len(rejected)
+    finished = [i.finished_at for i in items if i.finished_at is not None]
+    return {
+        "id": f"aug-{_hex(items[0])}", "object": "augmentation.result",
+        "created": int(max(finished).timestamp()) if finished else 0, "model": model,
+        "data": data, "rejected": rejected,
+        "report": {"generated": generated, "accepted": accepted,
+                   "rejected_by": dict(Counter(str(r["reason"]) for r in rejected)),
+                   "acceptance_rate": round(accepted / generated, 4) if generated else None},
+        "usage": _usage(items),
+    }
+
+
 def _split_error(text: str | None) -> tuple[str, str]:
     """An item's error text as (code, message): "code: message" when it carries a code."""
     match = _CODE.match(text or "")
@@ -93,16 +136,23 @@ def _split_error(text: str | None) -> tuple[str, str]:
     return "generation_failed", text or "generation failed"
 
 
-def render_line(items: list[Item], model: str, *, expired: bool, tally: Tally | None = None) -> tuple[str, str] | None:
-    """(OUTPUT or ERROR, the JSONL line) for a finished line; None while any of its items is pending."""
+def render_line(items: list[Item], model: str, *, expired: bool, tally: Tally | None = None,
+                verdicts: Mapping[str, AugmentationVerdict] | None = None) -> tuple[str, str] | None:
+    """(OUTPUT or ERROR, the JSONL line) for a finished line; None while any of its items is pending,
+    and for a successful augment line while any of its items has no verdict (``verdicts`` by item id)."""
     states = {i.state for i in items}
     if ItemState.PENDING in states:
         return None
     head = items[0]
     line_id, request_id = f"batch_req_{_hex(head)}", f"req_{_hex(head)}"
     if states == {ItemState.SUCCEEDED}:
-        body = (_personalization_body(items, model) if head.record.get("url") == PERSONALIZE
-                else completion_body(items, model))
+        url = head.record.get("url")
+        if url == AUGMENT:
+            if verdicts is None or any(i.id not in verdicts for i in items):
+                return None
+            body = _augmentation_body(items, model, verdicts)
+        else:
+            body = _personalization_body(items, model) if url == PERSONALIZE else completion_body(items, model)
         if tally is not None:
             tally.completed += 1
             usage = body["usage"]

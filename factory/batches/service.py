@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
+from factory.augmentation.repository import AugmentationRepository
 from factory.batches import lines as batch_lines
 from factory.batches import webhooks
 from factory.batches.lines import LineContext, LineError
@@ -291,10 +292,22 @@ def iter_partial(session: Session, batch: Batch, which: str) -> Iterator[str]:
     if job is None:
         return
     expired = batch.expire_requested_at is not None
-    for group in group_lines(BatchRepository(session).iter_items(job.id)):
-        rendered = render_line(group, job.model, expired=expired)
-        if rendered is not None and rendered[0] == which:
+    for rendered in _render_lines(session, job, expired=expired):
+        if rendered[0] == which:
             yield rendered[1]
+
+
+def _render_lines(session: Session, job: Job, *, expired: bool,
+                  tally: Tally | None = None) -> Iterator[tuple[str, str]]:
+    """Every line that can be rendered now, in file order; augment lines with their stored verdicts."""
+    verdicts = AugmentationRepository(session)
+    for group in group_lines(BatchRepository(session).iter_items(job.id)):
+        found = None
+        if group[0].record.get("url") == batch_lines.AUGMENT and all(i.state == ItemState.SUCCEEDED for i in group):
+            found = verdicts.verdicts_for([i.id for i in group])
+        rendered = render_line(group, job.model, expired=expired, tally=tally, verdicts=found)
+        if rendered is not None:
+            yield rendered
 
 
 # --- cancelling and expiring ----------------------------------------------------------
@@ -384,10 +397,8 @@ def finalize_batch(session: Session, store: ObjectStore, job: Job) -> list[str]:
     tally = Tally()
     with tempfile.SpooledTemporaryFile(8 << 20) as out_fh, tempfile.SpooledTemporaryFile(8 << 20) as err_fh:
         spools = {OUTPUT: _Spool(out_fh, hashlib.sha256()), ERROR: _Spool(err_fh, hashlib.sha256())}
-        for group in group_lines(BatchRepository(session).iter_items(job.id)):
-            rendered = render_line(group, job.model, expired=expired, tally=tally)
-            if rendered is not None:
-                spools[rendered[0]].write(rendered[1])
+        for which, line in _render_lines(session, job, expired=expired, tally=tally):
+            spools[which].write(line)
         file_ids: dict[str, str | None] = {}
         for which, spool in spools.items():
             file_ids[which] = None

@@ -35,6 +35,11 @@ def chat(custom_id: str, content: str, **body: Any) -> dict[str, Any]:
                      "temperature": 0.7, "seed": 11, **body}}
 
 
+AUGMENT_ROWS = [{"id": "r1", "text": "Where is my parcel right now?", "label": "track_order"},
+                {"id": "r2", "text": "Please cancel the order I placed yesterday.", "label": "cancel_order"},
+                {"id": "r3", "text": "Has my package been shipped yet?", "label": "track_order"},
+                {"id": "r4", "text": "I want to cancel my purchase today.", "label": "cancel_order"}]
+
 GOOD = [
     chat("chat-1", "Write a one-line slogan for a bike shop."),
     chat("chat-2", "Name a fruit.", n=2, max_tokens=8),
@@ -43,7 +48,9 @@ GOOD = [
      "body": {"template": "Write one short sentence inviting {{ first_name }} to our sale.",
               "audience": [{"id": "r1", "first_name": "Ana"}, {"id": "r2", "first_name": "Ben"}],
               "params": {"max_new_tokens": 16, "seed": 5}}},
-    {"custom_id": "aug-1", "method": "POST", "url": "/v1/augment", "body": {"model": MODEL, "records": []}},
+    {"custom_id": "aug-1", "method": "POST", "url": "/v1/augment",
+     "body": {"model": MODEL, "dataset": {"rows": AUGMENT_ROWS}, "params": {"seed": 9},
+              "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}},
     {"custom_id": "chat-4", "method": "POST", "url": "/v1/chat/completions",
      "body": {"model": MODEL, "max_completion_tokens": 12,
               "messages": [{"role": "system", "content": "You answer in one word."},
@@ -56,11 +63,31 @@ BAD = [
     {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
      "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}},  # 3: model not allowed
     {"custom_id": "y", "method": "DELETE", "url": "/v1/chat/completions", "body": {}},  # 4
+    {"custom_id": "z", "method": "POST", "url": "/v1/augment",                         # 5: unknown method
+     "body": {"dataset": {"rows": AUGMENT_ROWS}, "methods": [{"method": "back_translate"}]}},
 ]
 
 
 def jsonl(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+
+
+def check_augment_body(body: dict[str, Any]) -> None:
+    """The augment line: its source rows, then what passed the filters; the rest with the reason."""
+    assert body["object"] == "augmentation.result" and body["model"] == MODEL and body["id"].startswith("aug-")
+    labels = {r["id"]: r["label"] for r in AUGMENT_ROWS}
+    assert body["data"][:4] == [{"text": r["text"], "label": r["label"], "method": "original", "source_row_id": r["id"],
+                                 "variant": None} for r in AUGMENT_ROWS]
+    made = body["data"][4:] + body["rejected"]
+    assert sorted((r["method"], r["source_row_id"], r["variant"]) for r in made) == sorted(
+        [("eda", r, k) for r in labels for k in range(2)] + [("paraphrase", r, 0) for r in labels])
+    assert all(r["label"] == labels[r["source_row_id"]] and r["text"].strip() for r in made)
+    assert all(r["reason"] for r in body["rejected"]) and all("reason" not in r for r in body["data"])
+    report = body["report"]
+    assert (report["generated"], report["accepted"]) == (12, len(body["data"]) - 4)
+    assert sum(report["rejected_by"].values()) == len(body["rejected"]) == 12 - report["accepted"]
+    assert report["acceptance_rate"] == round(report["accepted"] / 12, 4)
+    assert body["usage"]["completion_tokens"] > 0  # the paraphrases ran on the model; EDA costs no tokens
 
 
 def test_openai_sdk_batch_flow_with_the_real_model(
@@ -93,25 +120,26 @@ def test_openai_sdk_batch_flow_with_the_real_model(
             time.sleep(1)
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch
-        assert batch.output_file_id is not None and batch.error_file_id is not None
+        assert batch.output_file_id is not None
         output = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
-        errors = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
+        errors = ([] if batch.error_file_id is None else
+                  [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()])
         listed = [b.id for b in client.batches.list()]
 
     # The failed batch: validation errors naming the lines, as OpenAI reports them.
     assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
     assert [(e.line, e.code) for e in failed.errors.data] == [
-        (2, "duplicate_custom_id"), (3, "model_not_found"), (4, "invalid_method")]
+        (2, "duplicate_custom_id"), (3, "model_not_found"), (4, "invalid_method"), (5, "invalid_request")]
+    assert failed.errors.data[3].param == "body.methods.0.method"
     assert failed.output_file_id is None and failed.request_counts is not None
     assert listed == [failed.id, batch.id]
 
     # Every custom_id exactly once across the output and error files.
     ids = [x["custom_id"] for x in output + errors]
     assert sorted(ids) == sorted(x["custom_id"] for x in GOOD) and len(ids) == len(set(ids))
-    assert [x["custom_id"] for x in errors] == ["aug-1"]
-    assert errors[0]["response"]["body"]["error"]["code"] == "unsupported_endpoint"
+    assert errors == [] and batch.error_file_id is None  # every line of the good file ran
     assert batch.request_counts is not None
-    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (6, 5, 1)
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (6, 6, 0)
     assert batch.usage is not None and batch.usage.input_tokens > 0 and batch.usage.output_tokens > 0
 
     bodies = {x["custom_id"]: x["response"]["body"] for x in output}
@@ -126,14 +154,18 @@ def test_openai_sdk_batch_flow_with_the_real_model(
     assert [r["key"] for r in bodies["pers-1"]["results"]] == ["r1", "r2"]
     assert all(r["text"].strip() for r in bodies["pers-1"]["results"])
 
+    check_augment_body(bodies["aug-1"])
+
     assert reply.choices[0].message.content and reply.usage is not None and reply.usage.completion_tokens <= 8
 
     with get_sessionmaker(pg_db)() as s:
         row = s.get(Batch, batch.id)
         assert row is not None
         job = s.get(Job, row.job_id)
-        assert job is not None and job.kind == "batch" and job.item_count == 8  # 1 + 2 + 1 + 2 + 1 + 1
+        assert job is not None and job.kind == "batch" and job.item_count == 19  # 1 + 2 + 1 + 2 + 12 + 1
         items = list(s.scalars(select(Item).where(Item.job_id == job.id)))
         ran = [i for i in items if i.provenance]
-        assert len(ran) == 7 and {i.provenance["generator"] for i in ran if i.provenance} == {"transformers"}
+        assert len(ran) == 19 and {i.provenance["generator"] for i in ran if i.provenance} == {"transformers",
+                                                                                               "rules"}
+        assert {i.record["method"] for i in ran if i.provenance and i.provenance["generator"] == "rules"} == {"eda"}
         assert s.get(Batch, failed.id) is not None and s.get(Batch, failed.id).job_id is None  # type: ignore[union-attr]

@@ -27,15 +27,20 @@ from sqlalchemy import func, select
 
 from factory.batches import service as batches_service
 from factory.config import Settings
-from factory.db.models import Batch, Item, ItemState, Job, StoredFile
+from factory.db.models import AugmentationVerdict, Batch, Item, ItemState, Job, StoredFile
 from factory.db.session import get_sessionmaker
 from factory.storage import close_stores, open_store
 from tests.processes import api_server, factory_env, worker
 from tests.services import REPO
+from workers.kinds.augmentation import apply_rule
 
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m-instruct"
+AUGMENT_ROWS = [{"id": "r1", "text": "where is my parcel right now", "label": "track_order"},
+                {"id": "r2", "text": "please cancel the order I placed yesterday", "label": "cancel_order"},
+                {"id": "r3", "text": "has my package been shipped yet", "label": "track_order"},
+                {"id": "r4", "text": "I want to cancel my purchase today", "label": "cancel_order"}]
 SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-0123456789ab").decode()
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 
@@ -135,7 +140,9 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
               {"custom_id": "p1", "method": "POST", "url": "/v1/personalize",
                "body": {"template": "Hi {{ name }}", "params": {"seed": 1},
                         "audience": [{"id": "a", "name": "Ana"}, {"id": "b", "name": "Bo"}]}},
-              {"custom_id": "g1", "method": "POST", "url": "/v1/augment", "body": {"records": []}}]
+              {"custom_id": "g1", "method": "POST", "url": "/v1/augment",
+               "body": {"dataset": {"rows": AUGMENT_ROWS}, "params": {"seed": 4},
+                        "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}}]
     with hooks_server() as hooks, api_server(env, tmp_path / "api.log") as url, \
             worker(env, tmp_path / "worker.log"):
         client = OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0)
@@ -150,7 +157,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch
         assert batch.request_counts is not None
-        assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (8, 6, 2)
+        assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (8, 7, 1)
         assert batch.completed_at and batch.finalizing_at and batch.in_progress_at
         assert batch.usage is not None and batch.usage.output_tokens > 0
         assert batch.output_file_id and batch.error_file_id
@@ -162,10 +169,19 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
         assert partial == client.files.content(batch.output_file_id).text
         assert [b.id for b in client.batches.list(limit=5)] == [batch.id]
         assert {f.id for f in client.files.list()} == {uploaded.id, batch.output_file_id, batch.error_file_id}
-        wait_until(lambda: {} if len(hooks.received) >= 2 else None, 60, "the webhook retry")
+        # Wait for the delivery to be recorded, not just received: stopping the worker between the
+        # receiver's 200 and the commit would leave the attempt unrecorded.
+        with get_sessionmaker(pg_db)() as s:
+            def delivered() -> dict[str, Any] | None:
+                s.rollback()
+                row = s.get(Batch, batch.id)
+                return {} if row is not None and row.webhook_delivered_at is not None else None
+
+            wait_until(delivered, 60, "the webhook retry")
 
     assert sorted(x["custom_id"] for x in output + errors) == sorted(x["custom_id"] for x in lines)
-    assert [x["custom_id"] for x in output] == ["c1", "c2", "c3", "c4", "c5", "p1"]
+    assert [x["custom_id"] for x in output] == ["c1", "c2", "c3", "c4", "c5", "p1", "g1"]
+    assert [x["custom_id"] for x in errors] == ["poison"]
     c3 = next(x for x in output if x["custom_id"] == "c3")["response"]["body"]
     assert len(c3["choices"]) == 2 and c3["choices"][0]["message"]["content"].endswith("Tell me about item 3")
     p1 = next(x for x in output if x["custom_id"] == "p1")["response"]["body"]
@@ -173,7 +189,8 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
     by_id = {x["custom_id"]: x for x in errors}
     assert by_id["poison"]["response"]["status_code"] == 500
     assert by_id["poison"]["response"]["body"]["error"]["code"] == "generation_failed"
-    assert by_id["g1"]["response"]["body"]["error"]["code"] == "unsupported_endpoint"
+    g1 = next(x for x in output if x["custom_id"] == "g1")["response"]["body"]
+    check_augment_body(pg_db, batch.id, g1)
 
     # The webhook: retried after a 500, same event id, signature valid for the SDK.
     assert len(hooks.received) == 2
@@ -197,6 +214,43 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
         assert (row.output_file_id, row.error_file_id) == (batch.output_file_id, batch.error_file_id)
         assert s.scalar(select(func.count()).select_from(StoredFile)) == 3
     assert sorted(p.read_bytes() for p in (tmp_path / "objects").rglob("content.jsonl")) == before
+
+
+def check_augment_body(db: str, batch_id: str, body: dict[str, Any]) -> None:
+    """An augment line's response against its items and verdicts: EDA by rules, the fake paraphrases
+    (echoes of the prompt) refused by the filters, the source rows first (include_source)."""
+    with get_sessionmaker(db)() as s:
+        row = s.get(Batch, batch_id)
+        assert row is not None
+        items = list(s.scalars(select(Item).where(Item.job_id == row.job_id, Item.key == "g1").order_by(Item.seq)))
+        verdicts = {v.item_id: v for v in s.scalars(
+            select(AugmentationVerdict).where(AugmentationVerdict.job_id == row.job_id))}
+    assert [(i.record["method"], i.record["source_row_id"], i.record["variant"]) for i in items] == [
+        ("paraphrase", r["id"], 0) for r in AUGMENT_ROWS] + [
+        ("eda", r["id"], k) for r in AUGMENT_ROWS for k in range(2)]
+    assert set(verdicts) == {i.id for i in items}  # judged once each, only the augment line's items
+    for item in items[4:]:
+        assert item.request is not None and item.provenance is not None and item.provenance["generator"] == "rules"
+        assert item.text == apply_rule("eda", item.prompt, item.request["options"], item.seed, item.record["variant"])
+    assert {i.provenance["method"] for i in items if i.provenance} == {"paraphrase", "eda"}
+
+    assert body["object"] == "augmentation.result" and body["model"] == MODEL and body["id"].startswith("aug-")
+    generated = [{"text": i.text, "label": i.record["label"], "method": i.record["method"],
+                  "source_row_id": i.record["source_row_id"], "variant": i.record["variant"]} for i in items]
+    originals = [{"text": r["text"], "label": r["label"], "method": "original", "source_row_id": r["id"],
+                  "variant": None} for r in AUGMENT_ROWS]
+    assert body["data"] == originals + [g for g, i in zip(generated, items, strict=True) if verdicts[i.id].accepted]
+    assert body["rejected"] == [{**g, "reason": verdicts[i.id].reason}
+                                for g, i in zip(generated, items, strict=True) if not verdicts[i.id].accepted]
+    assert {r["method"] for r in body["rejected"]} >= {"paraphrase"}
+    assert all(r["method"] != "paraphrase" for r in body["data"])  # the fake's echoes never pass
+    report = body["report"]
+    accepted = len(body["data"]) - 4
+    assert (report["generated"], report["accepted"]) == (12, accepted) and accepted >= 1
+    assert sum(report["rejected_by"].values()) == 12 - accepted == len(body["rejected"])
+    assert report["acceptance_rate"] == round(accepted / 12, 4)
+    assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["total_tokens"] == (
+        body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"])
 
 
 def test_cancel_a_running_batch_keeps_finished_lines(pg_db: str, broker_url: str, tmp_path: Path,

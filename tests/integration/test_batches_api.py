@@ -38,6 +38,13 @@ def personalize(custom_id: str, names: list[str]) -> dict[str, Any]:
                      "params": {"max_new_tokens": 8, "seed": 3}}}
 
 
+def augment(custom_id: str, **body: Any) -> dict[str, Any]:
+    rows = [{"id": "r1", "text": "where is my parcel", "label": "track"},
+            {"id": "r2", "text": "cancel my order", "label": "cancel"}]
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/augment",
+            "body": {"dataset": {"rows": rows}, "methods": [{"method": "eda"}], **body}}
+
+
 def jsonl(lines: list[Any]) -> bytes:
     return b"".join((x if isinstance(x, bytes) else json.dumps(x).encode()) + b"\n" for x in lines)
 
@@ -126,26 +133,27 @@ def test_upload_over_the_file_limit_is_413_before_reading(client: TestClient, se
 
 # --- creating batches ------------------------------------------------------------------
 def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestClient, settings: Settings) -> None:
-    file = upload(client, jsonl([chat("c1", n=2), personalize("p1", ["Ana", "Ben"]),
-                                 {"custom_id": "g1", "method": "POST", "url": "/v1/augment", "body": {}}]))
+    file = upload(client, jsonl([chat("c1", n=2), personalize("p1", ["Ana", "Ben"]), augment("g1")]))
     r = create(client, file["id"], metadata={"campaign": "autumn"})
     assert r.status_code == 200, r.text
     batch = r.json()
     assert batch["object"] == "batch" and batch["status"] == "in_progress" and batch["model"] == MODEL
-    assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 1}  # the augment line
+    assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 0}
     assert batch["metadata"] == {"campaign": "autumn"} and batch["errors"] is None
     assert batch["expires_at"] - batch["created_at"] == 24 * 3600
-    assert batch["progress"]["items_total"] == 5 and batch["progress"]["items_done"] == 1
+    assert batch["progress"]["items_total"] == 6 and batch["progress"]["items_done"] == 0
     with get_sessionmaker(settings.database_url)() as s:
         row = s.get(Batch, batch["id"])
         assert row is not None and row.job_id is not None
         job = s.get(Job, row.job_id)
-        assert job is not None and (job.kind, job.queue, job.item_count, job.chunk_count) == ("batch", QUEUE, 5, 3)
+        assert job is not None and (job.kind, job.queue, job.item_count, job.chunk_count) == ("batch", QUEUE, 6, 3)
         items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
         assert [(i.key, i.variant, i.state) for i in items] == [
             ("c1", 0, ItemState.PENDING), ("c1", 1, ItemState.PENDING), ("p1", 0, ItemState.PENDING),
-            ("p1", 1, ItemState.PENDING), ("g1", 0, ItemState.FAILED)]
+            ("p1", 1, ItemState.PENDING), ("g1", 0, ItemState.PENDING), ("g1", 1, ItemState.PENDING)]
         assert items[2].prompt == "Greet Ana." and items[3].record["recipient"] == "ben"
+        assert items[5].prompt == "cancel my order" and items[5].record["method"] == "eda"
+        assert items[5].request is not None and items[5].request["method"] == "eda"
         assert items[0].request is not None and items[0].request["params"]["max_new_tokens"] == 8
     assert _queued(settings) == ["factory.generate_chunk"] * 3
     assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "in_progress"
@@ -162,6 +170,10 @@ def test_bad_lines_fail_the_batch_naming_each_line_and_nothing_is_enqueued(clien
         chat("temp", temperature=9),                                           # 6
         {**chat("url"), "url": "/v1/embeddings"},                              # 7
         personalize("p", []),                                                  # 8: empty audience
+        augment("a1", methods=[{"method": "mixup"}]),                          # 9: unknown method
+        augment("a2", extra=CANARY),                                           # 10: unknown field
+        augment("a3", dataset={"rows": [{"id": "r", "text": CANARY}]}),        # 11: no label column
+        augment("a4", methods=[{"method": "eda", "k": 100}]),                  # 12: k over the limit
     ]
     r = create(client, upload(client, jsonl(lines))["id"])
     assert r.status_code == 200, r.text
@@ -170,8 +182,10 @@ def test_bad_lines_fail_the_batch_naming_each_line_and_nothing_is_enqueued(clien
     assert [(e["line"], e["code"], e["param"]) for e in batch["errors"]["data"]] == [
         (2, "duplicate_custom_id", "custom_id"), (3, "invalid_method", "method"), (4, "invalid_json_line", None),
         (5, "model_not_found", "body.model"), (6, "invalid_request", "body.temperature"),
-        (7, "invalid_url", "url"), (8, "invalid_request", "body.audience")]
-    assert batch["request_counts"] == {"total": 8, "completed": 0, "failed": 0}
+        (7, "invalid_url", "url"), (8, "invalid_request", "body.audience"),
+        (9, "invalid_request", "body.methods.0.method"), (10, "invalid_request", "body.extra"),
+        (11, "invalid_request", "body.dataset.label_field"), (12, "invalid_request", "body.methods.0.k")]
+    assert batch["request_counts"] == {"total": 12, "completed": 0, "failed": 0}
     assert CANARY not in r.text
     for model in (Job, Chunk, Item, OutboxMessage):
         assert _count(settings, model) == 0, model

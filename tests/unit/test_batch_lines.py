@@ -139,9 +139,94 @@ def test_personalize_errors(body: dict[str, Any], param: str) -> None:
     assert info.value.param == param and CANARY not in info.value.message
 
 
-def test_augment_line_is_accepted_but_born_failed() -> None:
-    [spec] = _expand(_line("/v1/augment", {"model": MODEL, "records": []}))
-    assert spec.error is not None and spec.error.startswith("unsupported_endpoint: ")
+ROWS = [{"id": "r0", "text": "where is my parcel", "label": "track"},
+        {"id": "r1", "text": "cancel my order please", "label": "cancel"},
+        {"id": "r2", "text": "has my package shipped yet", "label": "track"},
+        {"id": "r3", "text": "I want to cancel the purchase", "label": "cancel"}]
+AUGMENT_BODY: dict[str, Any] = {"dataset": {"rows": ROWS}, "params": {"seed": 7, "max_new_tokens": 20},
+                                "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}
+
+
+def test_augment_line_plans_the_items_the_job_api_would() -> None:
+    from factory.augmentation import service as augmentation_service
+    from factory.augmentation.schemas import AugmentationJobCreate
+
+    context = ctx()
+    specs = _expand(_line("/v1/augment", AUGMENT_BODY), context, custom_id="a1")
+    assert context.model == MODEL
+    # LLM items first (as the job API plans them), then the rule items; variants number the line's items.
+    assert [(s.record["method"], s.record["source_row_id"], s.record["variant"]) for s in specs] == [
+        ("paraphrase", f"r{r}", 0) for r in range(4)] + [("eda", f"r{r}", k) for r in range(4) for k in range(2)]
+    assert [s.variant for s in specs] == list(range(12)) and {s.key for s in specs} == {"a1"}
+    job_body = AugmentationJobCreate.model_validate({"kind": "augmentation", **AUGMENT_BODY})
+    job_plan = augmentation_service.plan(Settings(), job_body, 7,
+                                         augmentation_service.load_inline_rows(Settings(), job_body.dataset))
+    assert [s.seed for s in specs] == [job_plan.seed_of(p) for p in job_plan.items]
+    assert specs[5].seed == derive_seed(7, "eda:r0", 1)
+    para, eda = specs[0], specs[4]
+    assert para.record == {"line": 4, "url": "/v1/augment", "method": "paraphrase", "label": "track",
+                           "source_row_id": "r0", "source_text": "where is my parcel", "variant": 0,
+                           "augment_line": {"sources": [[r["id"], r["label"], r["text"]] for r in ROWS],
+                                            "filters": job_plan_filters(), "include_source": True}}
+    assert para.request is not None and para.request["method"] == "paraphrase"
+    assert para.request["messages"][-1]["content"].endswith("Sentence: where is my parcel")
+    assert para.request["params"] == {"max_new_tokens": 20, "temperature": 0.7, "top_p": 0.95,
+                                      "repetition_penalty": 1.1}
+    assert eda.request == {"method": "eda", "options": {"alpha": 0.1,
+                                                        "operations": ["synonym", "insert", "swap", "delete"]}}
+    assert eda.prompt == "where is my parcel" and "augment_line" not in eda.record and eda.error is None
+
+
+def job_plan_filters() -> dict[str, Any]:
+    from factory.augmentation.schemas import FilterSpec
+
+    return FilterSpec().model_dump()
+
+
+def test_augment_line_without_seed_draws_per_custom_id() -> None:
+    body = {**AUGMENT_BODY, "params": {}}
+    a = _expand(_line("/v1/augment", body), custom_id="a1")
+    b = _expand(_line("/v1/augment", body), custom_id="a2")
+    assert [s.seed for s in a] != [s.seed for s in b]
+    assert [s.seed for s in a] == [s.seed for s in _expand(_line("/v1/augment", body), custom_id="a1")]
+
+
+@pytest.mark.parametrize(("change", "code", "param"), [
+    ({"records": []}, "invalid_request", "body.records"),                       # unknown field
+    ({"kind": "personalization"}, "invalid_request", "body.kind"),
+    ({"dataset": {"rows": [{"id": "a", "text": CANARY, "label": "x"}], "content": "eA=="}},
+     "invalid_request", "body.dataset"),                                        # two sources
+    ({"dataset": {"rows": [{"id": "a", "txt": CANARY, "label": "x"}]}}, "invalid_request", "body.dataset.text_field"),
+    ({"dataset": {"rows": [{"id": "a", "text": CANARY, "label": ""}]}}, "invalid_request", "body.dataset.label_field"),
+    ({"dataset": {"content": CANARY, "format": "csv"}}, "invalid_request", "body.dataset.content"),
+    ({"methods": [{"method": CANARY}]}, "invalid_request", "body.methods.0.method"),
+    ({"methods": [{"method": "eda", "k": 99}]}, "invalid_request", "body.methods.0.k"),
+    ({"methods": [{"method": "eda", "alpha": CANARY}]}, "invalid_request", "body.methods.0.alpha"),
+    ({"methods": []}, "invalid_request", "body.methods"),
+    ({"labels": {"refund": CANARY}}, "invalid_request", "body.labels"),
+    ({"filters": {"similarity_band": {"min": 0.9, "max": 0.1}}}, "invalid_request", "body.filters.similarity_band"),
+    ({"model": "gpt-9"}, "model_not_found", "body.model"),
+])
+def test_augment_line_errors_name_the_param_and_never_echo(change: dict[str, Any], code: str, param: str) -> None:
+    with pytest.raises(LineError) as info:
+        _expand(_line("/v1/augment", {**AUGMENT_BODY, **change}))
+    assert (info.value.code, info.value.param) == (code, param)
+    assert CANARY not in info.value.message
+
+
+def test_augment_line_must_use_the_batch_model() -> None:
+    context = ctx()
+    context.model = "other-model"
+    with pytest.raises(LineError) as info:
+        _expand(_line("/v1/augment", {**AUGMENT_BODY, "model": MODEL}), context)
+    assert (info.value.code, info.value.param) == ("mismatched_model", "body.model")
+
+
+def test_augment_line_too_many_items_for_the_settings() -> None:
+    with pytest.raises(LineError) as info:
+        _expand(_line("/v1/augment", {**AUGMENT_BODY, "methods": [{"method": "eda", "k": 16}]}),
+                ctx(max_dataset_rows=4, max_variants=2))
+    assert (info.value.code, info.value.param) == ("invalid_request", "body.methods")
 
 
 def _item(key: str, variant: int, state: ItemState, *, url: str = "/v1/chat/completions", text: str = "t",
@@ -187,8 +272,9 @@ def test_error_lines() -> None:
     _, line = render_line([_item("c", 0, ItemState.SUCCEEDED), _item("c", 1, ItemState.CANCELLED)], MODEL,
                           expired=False) or ("", "")
     assert json.loads(line)["error"]["code"] == "batch_cancelled"
-    _, line = render_line([_item("g", 0, ItemState.FAILED, url="/v1/augment",
-                                 error="unsupported_endpoint: /v1/augment is not available")], MODEL,
+    # A code the server attaches to a line it accepted but cannot run is a client error.
+    _, line = render_line([_item("g", 0, ItemState.FAILED,
+                                 error="unsupported_endpoint: this endpoint is not available")], MODEL,
                           expired=False) or ("", "")
     out = json.loads(line)
     assert out["response"]["status_code"] == 400
@@ -206,6 +292,71 @@ def test_personalization_output_lists_every_text() -> None:
     assert body["object"] == "personalization"
     assert [(r["key"], r["variant"], r["text"]) for r in body["results"]] == [("r1", 0, "T0"), ("r1", 1, "T1")]
     assert body["usage"]["total_tokens"] == 16
+
+
+def _augment_items() -> list[Item]:
+    specs = _expand(_line("/v1/augment", {**AUGMENT_BODY, "methods": [{"method": "eda", "k": 1},
+                                                                      {"method": "paraphrase"}]}), custom_id="a1")
+    return [Item(id=f"itm_{n:028x}", key=s.key, variant=s.variant, state=ItemState.SUCCEEDED, text=f"out {n}",
+                 record=s.record, provenance={"prompt_tokens": 4 if n < 4 else 0, "completion_tokens": 2},
+                 finished_at=datetime(2026, 11, 23, 0, 0, n, tzinfo=UTC)) for n, s in enumerate(specs)]
+
+
+def test_augment_line_renders_only_with_its_verdicts() -> None:
+    from factory.db.models import AugmentationVerdict
+
+    items = _augment_items()
+    assert render_line(items, MODEL, expired=False) is None  # succeeded, but not judged yet
+    reasons = {0: "prompt_leftover", 1: "prompt_leftover", 6: "near_duplicate"}
+    verdicts = {i.id: AugmentationVerdict(item_id=i.id, accepted=n not in reasons, reason=reasons.get(n))
+                for n, i in enumerate(items)}
+    assert render_line(items, MODEL, expired=False, verdicts={k: v for k, v in verdicts.items()
+                                                               if k != items[-1].id}) is None
+    tally = Tally()
+    kind, line = render_line(items, MODEL, expired=False, tally=tally, verdicts=verdicts) or ("", "")
+    out = json.loads(line)
+    assert kind == OUTPUT and out["custom_id"] == "a1" and out["response"]["status_code"] == 200
+    body = out["response"]["body"]
+    assert list(body) == ["id", "object", "created", "model", "data", "rejected", "report", "usage"]
+    assert (body["id"], body["object"], body["model"]) == (f"aug-{0:028x}", "augmentation.result", MODEL)
+    assert body["created"] == int(datetime(2026, 11, 23, 0, 0, 7, tzinfo=UTC).timestamp())
+    # include_source (the default): the source rows first, then the accepted outputs.
+    assert [(r["method"], r["source_row_id"], r["label"], r["variant"]) for r in body["data"]] == [
+        ("original", "r0", "track", None), ("original", "r1", "cancel", None), ("original", "r2", "track", None),
+        ("original", "r3", "cancel", None), ("paraphrase", "r2", "track", 0), ("paraphrase", "r3", "cancel", 0),
+        ("eda", "r0", "track", 0), ("eda", "r1", "cancel", 0), ("eda", "r3", "cancel", 0)]
+    assert body["data"][4]["text"] == "out 2" and body["data"][0]["text"] == "where is my parcel"
+    assert body["rejected"] == [
+        {"text": "out 0", "label": "track", "method": "paraphrase", "source_row_id": "r0", "variant": 0,
+         "reason": "prompt_leftover"},
+        {"text": "out 1", "label": "cancel", "method": "paraphrase", "source_row_id": "r1", "variant": 0,
+         "reason": "prompt_leftover"},
+        {"text": "out 6", "label": "track", "method": "eda", "source_row_id": "r2", "variant": 0,
+         "reason": "near_duplicate"}]
+    assert body["report"] == {"generated": 8, "accepted": 5, "rejected_by": {"prompt_leftover": 2,
+                                                                             "near_duplicate": 1},
+                              "acceptance_rate": 0.625}
+    assert body["usage"] == {"prompt_tokens": 16, "completion_tokens": 16, "total_tokens": 32}
+    assert (tally.completed, tally.input_tokens, tally.output_tokens) == (1, 16, 16)
+    # Rendering is a pure function of the rows.
+    assert render_line(items, MODEL, expired=False, verdicts=verdicts) == (kind, line)
+
+
+def test_augment_line_without_sources_in_its_response_and_failed_lines() -> None:
+    from factory.db.models import AugmentationVerdict
+
+    items = _augment_items()
+    items[0].record["augment_line"]["include_source"] = False
+    verdicts = {i.id: AugmentationVerdict(item_id=i.id, accepted=True, reason=None) for i in items}
+    _, line = render_line(items, MODEL, expired=False, verdicts=verdicts) or ("", "")
+    assert [r["method"] for r in json.loads(line)["response"]["body"]["data"]] == ["paraphrase"] * 4 + ["eda"] * 4
+    items[3].state, items[3].error, items[3].text = ItemState.FAILED, "generation failed: PoisonedPrompt", None
+    kind, line = render_line(items, MODEL, expired=False) or ("", "")
+    err = json.loads(line)["response"]
+    assert kind == ERROR and err["status_code"] == 500 and err["body"]["error"]["code"] == "generation_failed"
+    items[3].state = ItemState.CANCELLED
+    _, line = render_line(items, MODEL, expired=True) or ("", "")
+    assert json.loads(line)["error"]["code"] == "batch_expired"
 
 
 def test_group_lines_splits_on_key_changes() -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from factory import __version__
 from factory.augmentation.repository import AugmentationRepository
-from factory.augmentation.schemas import LLM_METHODS, FilterSpec
+from factory.augmentation.schemas import LLM_METHODS, RULE_METHODS, FilterSpec
 from factory.config import get_settings
 from factory.db.models import Item, Job
 from factory.jobs import execution
@@ -53,15 +53,50 @@ def apply_rule(method: str, text: str, options: dict[str, Any], seed: int, varia
     raise ValueError(f"unknown rule-based method {method!r}")
 
 
+def is_rule_item(item: Item) -> bool:
+    """An EDA or character-noise item: computed here, no model involved."""
+    return (item.request or {}).get("method") in RULE_METHODS
+
+
+def is_augmentation_item(item: Item) -> bool:
+    """An item planned by the augmentation service (its request names an augmentation method)."""
+    return (item.request or {}).get("method") in LLM_METHODS | RULE_METHODS
+
+
+def run_items(handler: KindHandler, gen: Generator, job: Job, items: list[Item]) -> list[Outcome]:
+    """Outcomes of a chunk that may mix augmentation items with plain chat items.
+
+    Every item that needs the model (LLM methods and anything that is not an
+    augmentation item) goes into ONE batched ``generate`` call, built by
+    ``handler.requests``; answers to LLM methods are cleaned to one utterance; rule
+    items are computed here. The augmentation kind and the batch kind both run this.
+    """
+    outcomes: list[Outcome | None] = [None] * len(items)
+    model = [i for i, item in enumerate(items) if not is_rule_item(item)]
+    if model:
+        generated = generate_isolating(gen, handler.requests(job, [items[i] for i in model]))
+        for i, outcome in zip(model, generated, strict=True):
+            llm = (items[i].request or {}).get("method") in LLM_METHODS
+            outcomes[i] = _clean(outcome) if llm else outcome
+    return [o if o is not None else _rule_outcome(items[i]) for i, o in enumerate(outcomes)]
+
+
+def planned_variant(item: Item) -> int:
+    """The item's k index for its (method, row or label). A batch line numbers all its items in
+    ``item.variant`` and keeps the planned index in ``record["variant"]``."""
+    return int(item.record.get("variant", item.variant))
+
+
 def _rule_outcome(item: Item) -> Outcome:
     req = item.request or {}
     method = req.get("method", "")
+    variant = planned_variant(item)
     try:
-        text = apply_rule(method, item.prompt, req.get("options", {}), item.seed, item.variant)
+        text = apply_rule(method, item.prompt, req.get("options", {}), item.seed, variant)
     except Exception as exc:
         return Outcome(None, f"{method} failed: {type(exc).__name__}")
     return Outcome(GenerationResult(text=text, prompt_tokens=0, completion_tokens=0, finish_reason="stop"),
-                   extra={"operation": eda.pick_operation(req["options"]["operations"], item.variant, item.seed)}
+                   extra={"operation": eda.pick_operation(req["options"]["operations"], variant, item.seed)}
                    if method == "eda" else None)
 
 
@@ -75,15 +110,24 @@ def _clean(outcome: Outcome) -> Outcome:
     return Outcome(dataclasses.replace(outcome.result, text=text), extra={"raw_text": raw})
 
 
+def judge(spec: FilterSpec, items: list[Item], sources: list[Source]) -> tuple[list[Candidate], FilterResult]:
+    """The quality filters over generated ``items`` against their dataset's ``sources``."""
+    candidates = [Candidate(item_id=i.id, method=i.record["method"], label=i.record["label"], text=i.text or "",
+                            source_row_id=i.record.get("source_row_id")) for i in items]
+    encoder = get_encoder(get_settings().device)
+    return candidates, FilterPipeline(spec, encoder.encode).run(candidates, sources)
+
+
+def verdict_rows(job: Job, candidates: list[Candidate], verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    """Rows for ``AugmentationRepository.replace_verdicts``: one per judged item."""
+    return [{"item_id": c.item_id, "job_id": job.id, "tenant_id": job.tenant_id, "accepted": v.accepted,
+             "reason": v.reason, "similarity": v.similarity, "details": v.details}
+            for c, v in zip(candidates, verdicts, strict=True)]
+
+
 class AugmentationHandler(KindHandler):
     def run(self, gen: Generator, job: Job, items: list[Item]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(items)
-        llm = [i for i, item in enumerate(items) if (item.request or {}).get("method") in LLM_METHODS]
-        if llm:
-            generated = generate_isolating(gen, self.requests(job, [items[i] for i in llm]))
-            for i, outcome in zip(llm, generated, strict=True):
-                outcomes[i] = _clean(outcome)
-        return [o if o is not None else _rule_outcome(items[i]) for i, o in enumerate(outcomes)]
+        return run_items(self, gen, job, items)
 
     def provenance(self, gen: Generator, job: Job, item: Item, outcome: Outcome, ctx: RunContext,
                    batch_size: int, generate_ms: float) -> dict[str, Any]:
@@ -114,16 +158,9 @@ class AugmentationHandler(KindHandler):
         repo = AugmentationRepository(session)
         sources = [Source(r.row_id, r.label, r.text) for r in repo.source_rows(job.id)]
         items = list(repo.iter_succeeded_items(job.id))
-        candidates = [Candidate(item_id=i.id, method=i.record["method"], label=i.record["label"],
-                                text=i.text or "", source_row_id=i.record.get("source_row_id")) for i in items]
+        candidates, result = judge(FilterSpec.model_validate(job.options["filters"]), items, sources)
+        repo.replace_verdicts(job.id, verdict_rows(job, candidates, result.verdicts))
         encoder = get_encoder(get_settings().device)
-        result = FilterPipeline(FilterSpec.model_validate(job.options["filters"]), encoder.encode).run(
-            candidates, sources)
-        repo.replace_verdicts(job.id, [
-            {"item_id": c.item_id, "job_id": job.id, "tenant_id": job.tenant_id, "accepted": v.accepted,
-             "reason": v.reason, "similarity": v.similarity, "details": v.details}
-            for c, v in zip(candidates, result.verdicts, strict=True)
-        ])
         rows = self._dataset_rows(job, sources, items, result)
         rejected = [self._rejected_row(c, v) for c, v in zip(candidates, result.verdicts, strict=True)
                     if not v.accepted]
