@@ -206,6 +206,7 @@ def test_augment_line_without_seed_draws_per_custom_id() -> None:
     ({"labels": {"refund": CANARY}}, "invalid_request", "body.labels"),
     ({"filters": {"similarity_band": {"min": 0.9, "max": 0.1}}}, "invalid_request", "body.filters.similarity_band"),
     ({"model": "gpt-9"}, "model_not_found", "body.model"),
+    ({"dataset": {"file_id": "file_" + "0" * 28, "format": "csv"}}, "invalid_request", "body.dataset.file_id"),
 ])
 def test_augment_line_errors_name_the_param_and_never_echo(change: dict[str, Any], code: str, param: str) -> None:
     with pytest.raises(LineError) as info:
