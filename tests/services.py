@@ -166,8 +166,11 @@ class ThrowawayRedis:
 
 
 def redis_base_url(tmp_root: Path) -> tuple[str, ThrowawayRedis | None]:
+    """The machine's Redis (tests take numbered databases 1-15 of it), or a throwaway server when it is
+    not running or when ``FACTORY_TEST_REDIS_URL=own``: two test sessions sharing one Redis can take
+    the same database and consume each other's messages."""
     url = os.environ.get("FACTORY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    if _redis_alive(url):
+    if url != "own" and _redis_alive(url):
         return url, None
     server = ThrowawayRedis(tmp_root / "redis")
     return server.url, server
