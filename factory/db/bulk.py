@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from factory.db.base import UTCDateTime
@@ -25,10 +26,16 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: Se
     connection = session.connection()
     names = ", ".join(columns)
     if connection.dialect.name == "postgresql":
+        statement = f"COPY {table.name} ({names}) FROM STDIN"
+        dbapi = connection.dialect.dbapi
+        assert dbapi is not None
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi.Error as exc:  # as SQLAlchemy raises it (IntegrityError, OperationalError...), like any query
+            raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=connection.dialect) from exc
         return
     # SQLite keeps no time zone: timestamps go through their column's own processor.
     convert: list[tuple[int, Callable[[Any], Any]]] = []

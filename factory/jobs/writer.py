@@ -7,12 +7,12 @@ keeping memory flat whatever the file's size. Nothing commits here: the caller
 owns the transaction, so a file that turns out bad half-way is rolled back whole.
 
 With ``background=True`` the groups are inserted by a thread of the writer while the
-caller goes on reading lines: SQLite's ``sqlite3_step`` and PostgreSQL's COPY (the
-server works on the other core; the client waits on a socket) both release the GIL,
-so parsing and writing overlap instead of adding up (bench/ingest.py). The session is
-handed over, never shared: while the thread runs, only the thread touches it, and
-``finish``/``close`` take it back (joining the thread) before the caller uses it again.
-At most two groups wait for the thread, so memory stays bounded.
+caller goes on reading lines. That pays on PostgreSQL, where COPY streams to a server
+working on the other core; not on SQLite, whose driver releases and retakes the GIL
+around every row, so the thread ends up waiting for the parser (bench/ingest.py; the
+batch service picks per database). The session is handed over, never shared: while
+the thread runs, only the thread touches it, and ``finish``/``close`` take it back
+(joining the thread) before the caller uses it again. At most two groups wait for the thread, so memory stays bounded.
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""JobWriter with its writer thread (how a big batch file is written on PostgreSQL): every item lands,
+in order, with its chunk; a failure inside the thread reaches the caller, and nothing is left behind."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from factory.config import Settings
+from factory.db.base import DEFAULT_TENANT
+from factory.db.models import Chunk, Item, Job, OutboxMessage
+from factory.db.session import get_sessionmaker
+from factory.jobs.writer import JobWriter
+
+
+def _writer(session: object, db_url: str) -> JobWriter:
+    settings = Settings(database_url=db_url, chunk_size=8)
+    return JobWriter(session, settings, tenant_id=DEFAULT_TENANT, kind="batch",  # type: ignore[arg-type]
+                     model="smollm2-135m-instruct", queue="gen.test", params={}, seed=1, flush_every=500,
+                     background=True)
+
+
+def _add(writer: JobWriter, key: str, variant: int = 0) -> None:
+    writer.add(key=key, variant=variant, record={"k": key}, prompt=f"p {key}", prompt_sha256="0" * 64,
+               request={"messages": [{"role": "user", "content": key}]}, seed=7)
+
+
+@pytest.mark.parametrize("n", [1, 4_001])
+def test_every_item_lands_in_order_with_its_chunk_and_message(db_url: str, n: int) -> None:
+    with get_sessionmaker(db_url)() as session:
+        with _writer(session, db_url) as writer:
+            for i in range(n):
+                _add(writer, f"k{i:05d}")
+            outbox_ids = writer.finish()
+        session.commit()
+        job_id = writer.job.id
+        rows = session.execute(select(Item.seq, Item.key, Item.chunk_id).where(Item.job_id == job_id)
+                               .order_by(Item.seq)).all()
+        chunks = list(session.scalars(select(Chunk.id).where(Chunk.job_id == job_id).order_by(Chunk.seq)))
+        job = session.get(Job, job_id)
+        assert job is not None and (job.item_count, job.chunk_count) == (n, -(-n // 8))
+        assert [(r.seq, r.key) for r in rows] == [(i, f"k{i:05d}") for i in range(n)]
+        assert [r.chunk_id for r in rows] == [chunks[i // 8] for i in range(n)]
+        assert len(outbox_ids) == len(chunks) and len(set(outbox_ids)) == len(chunks)
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == len(chunks)
+
+
+def test_a_failure_in_the_thread_reaches_the_caller_and_nothing_is_kept(db_url: str) -> None:
+    with get_sessionmaker(db_url)() as session:
+        with pytest.raises(IntegrityError):
+            with _writer(session, db_url) as writer:
+                for i in range(1_200):
+                    _add(writer, "same" if i in (10, 700) else f"k{i}")  # (job, key, variant) repeats
+                writer.finish()
+        session.rollback()
+        assert session.scalar(select(func.count()).select_from(Item)) == 0
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
