@@ -22,10 +22,12 @@ messages never repeat the submitted values.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal, NamedTuple
 
 from pydantic import Field, TypeAdapter, ValidationError, with_config
+from pydantic_core import to_json
 from typing_extensions import TypedDict
 
 from factory.augmentation import service as augmentation_service
@@ -112,7 +114,8 @@ class LineError(Exception):
 class ItemSpec(NamedTuple):
     """One item a line expands to (a tuple: a 50,000-line file makes one per line at least).
 
-    ``record_json``, when set, is ``record`` already as JSON text.
+    ``record_json`` and ``request_json``, when set, are ``record`` and ``request`` already as
+    JSON text (a chat line builds them cheaper than a serializer call on a dict).
     """
 
     key: str
@@ -124,6 +127,7 @@ class ItemSpec(NamedTuple):
     seed: int
     error: str | None = None
     record_json: str | None = None
+    request_json: str | None = None
 
 
 @dataclass
@@ -134,6 +138,22 @@ class LineContext:
     batch_seed: int
     model: str | None = None
     _known: set[str] = field(default_factory=set)
+    # The JSON of a chat request after its messages, per distinct sampling parameters and stops
+    # (a batch usually has a handful): ',"params":{...},"stop":[...]}'.
+    _request_tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
+
+    def request_tail(self, req: ChatCompletionRequest) -> str:
+        stop = req.get("stop")
+        key = (req.get("max_completion_tokens"), req.get("max_tokens"), req.get("temperature"), req.get("top_p"),
+               req.get("repetition_penalty"), stop if stop is None or isinstance(stop, str) else tuple(stop))
+        tail = self._request_tails.get(key)
+        if tail is None:
+            tail = to_json({"params": chat_schemas.generation_params(req),
+                            "stop": chat_schemas.stop_list(req)}).decode()
+            tail = "," + tail[1:]
+            if len(self._request_tails) < 1024:
+                self._request_tails[key] = tail
+        return tail
 
     def use_model(self, name: str, param: str = "body.model") -> str:
         """Check ``name`` against the allow-list (once per name) and that every line uses the same model.
@@ -209,16 +229,19 @@ def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatComple
     n = req.get("n", 1)
     if n > ctx.settings.max_variants:
         raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
-    messages = chat_schemas.generation_messages(req)
-    request = {"messages": messages, "params": chat_schemas.generation_params(req),
-               "stop": chat_schemas.stop_list(req)}
+    messages: list[Any] = req["messages"]
+    if not all(type(m["content"]) is str and m["role"] != "developer" and len(m) == 2 for m in messages):
+        messages = chat_schemas.generation_messages(req)  # else they already are {"role", "content"} dicts
+    messages_json = to_json(messages)
+    # The JSON of {"messages", "params", "stop"}, byte for byte what the serializer would write (tested).
+    request_json = '{"messages":' + messages_json.decode() + ctx.request_tail(req)
     prompt = chat_schemas.last_user_message(messages)
-    prompt_sha = chat_schemas.messages_sha256(messages)
+    prompt_sha = hashlib.sha256(messages_json).hexdigest()  # chat_schemas.messages_sha256, without a 2nd encode
     record_json = f'{{"line":{line_no},"url":"{CHAT}"}}'
     seed = req.get("seed")
     if n == 1 and seed is not None:  # the common line: no derived seed to hash
-        return [ItemSpec(custom_id, 0, None, prompt, prompt_sha, request, seed, None, record_json)]
-    return [ItemSpec(custom_id, i, None, prompt, prompt_sha, request, choice_seed, None, record_json)
+        return [ItemSpec(custom_id, 0, None, prompt, prompt_sha, None, seed, None, record_json, request_json)]
+    return [ItemSpec(custom_id, i, None, prompt, prompt_sha, None, choice_seed, None, record_json, request_json)
             for i, choice_seed in enumerate(choice_seeds(seed, ctx.batch_seed, custom_id, n))]
 
 

@@ -183,7 +183,7 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
         for spec in specs:
             writer.add(key=spec.key, variant=spec.variant, record=spec.record, prompt=spec.prompt,
                        prompt_sha256=spec.prompt_sha256, request=spec.request, seed=spec.seed, error=spec.error,
-                       record_json=spec.record_json)
+                       record_json=spec.record_json, request_json=spec.request_json)
     if line_count == 0 and not errors:
         errors.append({"code": "empty_file", "message": "the input file has no requests", "param": None,
                        "line": None})

@@ -80,11 +80,12 @@ class JobWriter:
     # --- adding ---------------------------------------------------------------------
     def add(self, *, key: str, variant: int, record: dict[str, Any] | None = None, prompt: str,
             prompt_sha256: str, request: dict[str, Any] | None, seed: int, error: str | None = None,
-            record_json: str | None = None) -> None:
+            record_json: str | None = None, request_json: str | None = None) -> None:
         """One item; ``error`` makes it born failed (a line we accept but cannot run).
 
-        ``record_json`` is the record already as JSON text (callers writing many similar
-        records build it cheaper than a serializer call); otherwise ``record`` is serialized.
+        ``record_json``/``request_json`` are the record/request already as JSON text (callers
+        writing many similar rows build them cheaper than a serializer call); otherwise
+        ``record``/``request`` are serialized.
         """
         if self.count % self.chunk_size == 0:
             chunk_id = self._chunk_id()
@@ -92,7 +93,9 @@ class JobWriter:
             self._chunks.append({"id": chunk_id, "tenant_id": self.tenant_id, "job_id": self._job_id,
                                  "seq": len(self.chunk_ids) - 1, "state": ChunkState.PENDING, "attempts": 0,
                                  "created_at": self.now, "enqueued_at": self.now})
-        if request is not self._last_request:  # the n items of one line share their request
+        if request_json is not None:
+            self._last_request, self._last_request_json = None, request_json
+        elif request is not self._last_request:  # the n items of one line share their request
             self._last_request, self._last_request_json = request, json_text(request)
         # In ITEM_COLUMNS order.
         self._items.append((self._item_id(), self.tenant_id, self._job_id, self.chunk_ids[-1], self.count, key,

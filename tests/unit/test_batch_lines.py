@@ -89,7 +89,8 @@ def test_chat_line_expands_to_n_items_with_request_and_seeds() -> None:
                                         {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]))
     assert [s.variant for s in specs] == [0, 1, 2]
     assert specs[0].seed == 42 and specs[1].seed == derive_seed(42, "choice", 1)
-    assert specs[0].request == {"messages": [{"role": "system", "content": "Be brief."},
+    assert specs[0].request_json is not None
+    assert json.loads(specs[0].request_json) == {"messages": [{"role": "system", "content": "Be brief."},
                                              {"role": "user", "content": "Hi"}],
                                 "params": {"max_new_tokens": 12, "temperature": 0.5, "top_p": 1.0,
                                            "repetition_penalty": 1.1},
@@ -97,6 +98,36 @@ def test_chat_line_expands_to_n_items_with_request_and_seeds() -> None:
     assert specs[0].record_json is not None and specs[0].prompt == "Hi"
     assert json.loads(specs[0].record_json) == {"line": 4, "url": "/v1/chat/completions"}
     assert specs[0].key == "c1"
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": "Hi"}]},
+    {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "é \u2028 \"q\""}],
+     "temperature": 0.7, "max_tokens": 5, "stop": "END"},
+    {"messages": [{"role": "developer", "content": "D"}, {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                     {"type": "text", "text": "b"}]}],
+     "max_completion_tokens": 9, "top_p": 0.5, "repetition_penalty": 1.3, "stop": ["x", "y"]},
+    {"messages": [{"role": "user", "content": "Hi", "name": "ann"}, {"role": "assistant", "content": "Yo"}],
+     "stop": None, "temperature": 0},
+])
+def test_chat_request_json_is_what_the_serializer_writes(body: dict[str, Any]) -> None:
+    """The chat fast path builds the request JSON and the prompt hash without the generic helpers:
+    byte for byte the same as serializing {"messages", "params", "stop"} (and as the synchronous endpoint)."""
+    from pydantic_core import to_json
+
+    from factory.chat import schemas as chat_schemas
+
+    context = ctx()
+    for _ in range(2):  # the second line reuses the cached params/stop JSON
+        line = parse_line(_line("/v1/chat/completions", {"model": MODEL, **body}))
+        req = line["body"]
+        (spec,) = expand(context, 1, line)
+        messages = chat_schemas.generation_messages(req)  # type: ignore[arg-type]
+        expected = {"messages": messages, "params": chat_schemas.generation_params(req),  # type: ignore[arg-type]
+                    "stop": chat_schemas.stop_list(req)}  # type: ignore[arg-type]
+        assert spec.request_json == to_json(expected).decode()
+        assert spec.prompt_sha256 == chat_schemas.messages_sha256(messages)
+        assert spec.prompt == chat_schemas.last_user_message(messages)
 
 
 def test_chat_without_seed_derives_from_batch_seed_and_custom_id() -> None:
