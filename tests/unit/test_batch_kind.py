@@ -38,8 +38,11 @@ def _items(lines: list[dict[str, Any]]) -> list[Item]:
     items: list[Item] = []
     for line_no, line in enumerate(lines, 1):
         for spec in expand(ctx, line_no, parse_line(json.dumps(line).encode())):
-            items.append(Item(id=f"itm_{len(items)}", key=spec.key, variant=spec.variant, record=spec.record,
-                              prompt=spec.prompt, prompt_sha256=spec.prompt_sha256, request=spec.request,
+            # as the row stores them: record/request from their JSON text when the line built that
+            record = json.loads(spec.record_json) if spec.record_json is not None else spec.record
+            request = json.loads(spec.request_json) if spec.request_json is not None else spec.request
+            items.append(Item(id=f"itm_{len(items)}", key=spec.key, variant=spec.variant, record=record,
+                              prompt=spec.prompt, prompt_sha256=spec.prompt_sha256, request=request,
                               seed=spec.seed))
     return items
 
