@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from factory.db.models import AugmentationSourceRow, AugmentationVerdict, Item, ItemState
+from factory.jobs.repository import JobRepository
 
 
 class AugmentationRepository:
@@ -26,17 +27,8 @@ class AugmentationRepository:
         ))
 
     def iter_succeeded_items(self, job_id: str, page: int = 1000) -> Iterator[Item]:
-        """Generated items in submission order, in pages (keyset on seq) to bound memory."""
-        last = -1
-        while True:
-            batch = list(self.session.scalars(
-                select(Item).where(Item.job_id == job_id, Item.seq > last, Item.state == ItemState.SUCCEEDED)
-                .order_by(Item.seq).limit(page)
-            ))
-            if not batch:
-                return
-            yield from batch
-            last = batch[-1].seq
+        """Generated items in submission order, in pages to bound memory."""
+        return JobRepository(self.session).iter_items(job_id, page, (ItemState.SUCCEEDED,))
 
     def item_counts_by_method(self, job_id: str) -> dict[str, dict[str, int]]:
         """{method: {state: count}}; an item's key starts with its method (``eda:row-1``)."""

@@ -9,6 +9,7 @@ from sqlalchemy import case, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from factory.db.models import Batch, Chunk, Item, ItemState, Job, JobStatus
+from factory.jobs.repository import JobRepository
 
 
 class BatchRepository:
@@ -75,16 +76,8 @@ class BatchRepository:
         return int(row[0]), int(row[1])
 
     def iter_items(self, job_id: str, page: int = 1000) -> Iterator[Item]:
-        """Every item of the job in submission order, read in pages (keyset on seq) to bound memory."""
-        last = -1
-        while True:
-            batch = list(self.session.scalars(
-                select(Item).where(Item.job_id == job_id, Item.seq > last).order_by(Item.seq).limit(page)
-            ))
-            if not batch:
-                return
-            yield from batch
-            last = batch[-1].seq
+        """Every item of the job in submission order, read in pages to bound memory."""
+        return JobRepository(self.session).iter_items(job_id, page)
 
     def last_chunk_finished_at(self, job_id: str) -> datetime | None:
         value = self.session.scalar(select(func.max(Chunk.finished_at)).where(Chunk.job_id == job_id))

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from factory.db.models import Item
+from factory.jobs.repository import JobRepository
 
 
 class CampaignRepository:
@@ -22,13 +23,5 @@ class CampaignRepository:
         return {f"checks_{status}": int(n) for status, n in rows}
 
     def iter_items(self, job_id: str, page: int = 500) -> Iterator[Item]:
-        """Every item of the job in submission order, read in pages (keyset on seq) to bound memory."""
-        last = -1
-        while True:
-            batch = list(self.session.scalars(
-                select(Item).where(Item.job_id == job_id, Item.seq > last).order_by(Item.seq).limit(page)
-            ))
-            if not batch:
-                return
-            yield from batch
-            last = batch[-1].seq
+        """Every item of the job in submission order, read in pages to bound memory."""
+        return JobRepository(self.session).iter_items(job_id, page)

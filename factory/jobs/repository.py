@@ -90,20 +90,26 @@ class JobRepository:
         )
         return {ItemState(state): int(n) for state, n in rows}
 
-    def iter_finished_items(self, job_id: str, page: int = 500,
-                            states: Sequence[ItemState] = (ItemState.SUCCEEDED, ItemState.FAILED)) -> Iterator[Item]:
-        """Finished items in submission order, read in pages (keyset on seq) to bound memory."""
+    def iter_items(self, job_id: str, page: int = 500, states: Sequence[ItemState] | None = None) -> Iterator[Item]:
+        """The job's items (those in ``states``, or all) in submission order, read in pages (keyset on
+        seq) to bound memory."""
+        where = [Item.job_id == job_id]
+        if states is not None:
+            where.append(Item.state.in_(list(states)))
         last = -1
         while True:
             batch = list(self.session.scalars(
-                select(Item)
-                .where(Item.job_id == job_id, Item.seq > last, Item.state.in_(list(states)))
-                .order_by(Item.seq).limit(page)
+                select(Item).where(*where, Item.seq > last).order_by(Item.seq).limit(page)
             ))
             if not batch:
                 return
             yield from batch
             last = batch[-1].seq
+
+    def iter_finished_items(self, job_id: str, page: int = 500,
+                            states: Sequence[ItemState] = (ItemState.SUCCEEDED, ItemState.FAILED)) -> Iterator[Item]:
+        """Finished items in submission order, read in pages."""
+        return self.iter_items(job_id, page, states)
 
     # --- worker side -------------------------------------------------------
     def claim_chunk(self, chunk_id: str, owner: str, lease: timedelta, *,
