@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from factory.api.app import create_app
 from factory.config import Settings
 from factory.db.models import Chunk, Item, Job, OutboxMessage
 from factory.db.session import get_sessionmaker
+from tests.rows import count_rows
 
 CANARY = "CANARY-7f3a9e-DO-NOT-ECHO"
 
@@ -39,17 +38,6 @@ def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
                     chunk_size=4, max_audience=100)
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False)) as c:
-        yield c
-
-
-def _count(url: str, model: type) -> int:
-    with get_sessionmaker(url)() as s:
-        return int(s.scalar(select(func.count()).select_from(model)) or 0)
-
-
 def test_create_job_writes_rows_and_enqueues_one_message_per_chunk(client: TestClient, settings: Settings) -> None:
     r = client.post("/v1/jobs", json=job_body(5))
     assert r.status_code == 202, r.text
@@ -58,8 +46,8 @@ def test_create_job_writes_rows_and_enqueues_one_message_per_chunk(client: TestC
     assert job["counts"] == {"total": 10, "pending": 10, "succeeded": 0, "failed": 0, "cancelled": 0}
     assert job["chunk_count"] == 3  # 10 items / chunk_size 4
     assert job["seed"] == 7
-    assert _count(settings.database_url, Item) == 10
-    assert _count(settings.database_url, Chunk) == 3
+    assert count_rows(settings.database_url, Item) == 10
+    assert count_rows(settings.database_url, Chunk) == 3
     with get_sessionmaker(settings.database_url)() as s:
         msgs = list(s.scalars(select(OutboxMessage)))
         assert len(msgs) == 3 and all(m.sent_at is not None for m in msgs)
@@ -143,7 +131,7 @@ def test_bad_input_is_422_naming_the_field_with_nothing_written(
     assert err["message"]
     assert CANARY not in resp.text
     for model in (Job, Chunk, Item, OutboxMessage):
-        assert _count(settings.database_url, model) == 0
+        assert count_rows(settings.database_url, model) == 0
     assert redis.Redis.from_url(settings.broker_url or "").llen("gen.smollm2-135m-instruct") == 0
 
 

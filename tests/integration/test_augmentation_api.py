@@ -7,7 +7,6 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from factory.api.app import create_app
 from factory.client import load_job_file
 from factory.config import Settings
 from factory.db.models import AugmentationSourceRow, Chunk, Item, Job, OutboxMessage
 from factory.db.session import get_sessionmaker
+from tests.rows import count_rows
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "augmentation"
@@ -56,17 +55,6 @@ def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
                     chunk_size=4, rule_chunk_size=10, max_dataset_rows=200)
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False)) as c:
-        yield c
-
-
-def _count(url: str, model: type) -> int:
-    with get_sessionmaker(url)() as s:
-        return int(s.scalar(select(func.count()).select_from(model)) or 0)
-
-
 def test_augmentation_job_plans_k_items_per_row_and_method(client: TestClient, settings: Settings) -> None:
     r = client.post("/v1/jobs", json=body())
     assert r.status_code == 202, r.text
@@ -75,7 +63,7 @@ def test_augmentation_job_plans_k_items_per_row_and_method(client: TestClient, s
     # 6 rows x 2 paraphrases (chunks of 4) + 6 rows x 3 EDA variants (chunks of 10).
     assert job["counts"]["total"] == 12 + 18
     assert job["chunk_count"] == 3 + 2
-    assert _count(settings.database_url, AugmentationSourceRow) == 6
+    assert count_rows(settings.database_url, AugmentationSourceRow) == 6
     with get_sessionmaker(settings.database_url)() as s:
         items = list(s.scalars(select(Item).order_by(Item.seq)))
         chunks = {c.id: c.seq for c in s.scalars(select(Chunk))}
@@ -232,7 +220,7 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_writes_nothing(
     assert message in err["message"], (case, err)
     assert CANARY not in r.text
     for model in (Job, Item, Chunk, AugmentationSourceRow, OutboxMessage):
-        assert _count(settings.database_url, model) == 0, (case, model)
+        assert count_rows(settings.database_url, model) == 0, (case, model)
 
 
 def _upload(client: TestClient, raw: bytes, purpose: str = "user_data") -> str:
@@ -296,7 +284,7 @@ def test_a_bad_dataset_file_is_a_4xx_naming_the_field_and_writes_nothing(
     assert err["field"] == field and message in err["message"], (case, err)
     assert CANARY not in r.text
     for model in (Job, Item, Chunk, AugmentationSourceRow, OutboxMessage):
-        assert _count(settings.database_url, model) == 0, (case, model)
+        assert count_rows(settings.database_url, model) == 0, (case, model)
 
 
 def test_report_and_dataset_are_refused_until_the_job_ends(client: TestClient) -> None:

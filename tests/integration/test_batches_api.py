@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from factory.api.app import create_app
 from factory.batches import service as batches_service
 from factory.config import Settings
 from factory.db.models import Batch, Chunk, IdempotencyKey, Item, ItemState, Job, JobStatus, OutboxMessage, StoredFile
 from factory.db.session import get_sessionmaker
+from tests.rows import count_rows
 
 MODEL = "smollm2-135m-instruct"
 QUEUE = f"gen.{MODEL}"
@@ -56,15 +56,8 @@ def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
                     chat_timeout_s=0.5)
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False)) as c:
-        yield c
-
-
 def _count(settings: Settings, model: type) -> int:
-    with get_sessionmaker(settings.database_url)() as s:
-        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+    return count_rows(settings.database_url, model)
 
 
 def _queued(settings: Settings, queue: str = QUEUE) -> list[str]:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from factory.api.app import create_app
 from factory.config import Settings
 from factory.db.models import Item, Job, OutboxMessage, StoredFile
 from factory.db.session import get_sessionmaker
 from tests import campaign_data as data
+from tests.rows import count_rows
 
 CANARY = "CANARY-7c2d-NOT-ECHOED"
 UNKNOWN_FILE = "file_000000000000000000000000000000"
@@ -26,17 +25,6 @@ def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                     chunk_size=4, max_audience=100, batch_max_file_bytes=64 * 1024,
                     batch_max_line_bytes=16 * 1024)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False)) as c:
-        yield c
-
-
-def _count(url: str, model: type) -> int:
-    with get_sessionmaker(url)() as s:
-        return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def _setup(client: TestClient) -> None:
@@ -77,7 +65,7 @@ def test_a_campaign_reads_its_audience_from_an_uploaded_file(client: TestClient,
     assert r.status_code == 202, r.text
     c = r.json()
     assert (c["mode"], c["recipients"], c["segments"], c["counts"]["total"]) == ("segment", 240, 8, 16)
-    assert _count(settings.database_url, Item) == 16
+    assert count_rows(settings.database_url, Item) == 16
     # The same items as the same audience given inline.
     inline = client.post("/v1/campaigns", json=data.segment_campaign())
     assert inline.status_code == 202, inline.text
@@ -147,10 +135,10 @@ def test_bad_audience_files_are_4xx_naming_the_field_with_nothing_written(
     err = r.json()["error"]
     assert err["field"] == field and message in err["message"], err
     assert CANARY not in r.text and "cust-0002" not in r.text
-    assert _count(settings.database_url, Job) == 0
-    assert _count(settings.database_url, Item) == 0
-    assert _count(settings.database_url, OutboxMessage) == 0
-    assert _count(settings.database_url, StoredFile) == (1 if content is not None else 0)
+    assert count_rows(settings.database_url, Job) == 0
+    assert count_rows(settings.database_url, Item) == 0
+    assert count_rows(settings.database_url, OutboxMessage) == 0
+    assert count_rows(settings.database_url, StoredFile) == (1 if content is not None else 0)
     assert not list((tmp_path / "objects").rglob("audience.jsonl"))
 
 
@@ -165,7 +153,7 @@ def test_data_uploads_keep_the_size_limit_but_not_the_line_scan(client: TestClie
     assert r.status_code == 413 and r.json()["error"]["param"] == "file"
     r = client.post("/v1/files", files={"file": ("empty.csv", b"")}, data={"purpose": "user_data"})
     assert r.status_code == 422 and r.json()["error"]["param"] == "file"
-    assert _count(settings.database_url, StoredFile) == 1
+    assert count_rows(settings.database_url, StoredFile) == 1
     listed = client.get("/v1/files", params={"purpose": "user_data"}).json()["data"]
     assert [f["filename"] for f in listed] == ["blob.bin"]
     # A data file cannot feed a batch.

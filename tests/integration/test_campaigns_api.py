@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from factory.api.app import create_app
 from factory.config import Settings
 from factory.db.models import Chunk, Item, Job, OutboxMessage
 from factory.db.session import get_sessionmaker
 from tests import campaign_data as data
+from tests.rows import count_rows
 
 CANARY = "CANARY-5e1b-NOT-ECHOED"
 LONG_SMS = ("Our autumn sale is on now with 20% off boots, tents and jackets until Sunday. " * 2
@@ -26,17 +25,6 @@ LONG_SMS = ("Our autumn sale is on now with 20% off boots, tents and jackets unt
 def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                     chunk_size=4, max_audience=100)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False)) as c:
-        yield c
-
-
-def _count(url: str, model: type) -> int:
-    with get_sessionmaker(url)() as s:
-        return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def _setup(client: TestClient) -> None:
@@ -98,8 +86,8 @@ def test_segment_campaign_writes_one_item_per_segment_and_variant(client: TestCl
     assert [(v["variant_id"], v["control"]) for v in c["variants"]] == [
         ("email.v1", False), ("sms.v1", False), ("email.control", True)]
     assert c["counts"]["total"] == 16  # 8 segments x 2 generated variants; the control is not generated
-    assert _count(settings.database_url, Item) == 16
-    assert _count(settings.database_url, Chunk) == 4
+    assert count_rows(settings.database_url, Item) == 16
+    assert count_rows(settings.database_url, Chunk) == 4
     with get_sessionmaker(settings.database_url)() as s:
         items = list(s.scalars(select(Item).order_by(Item.seq)))
         assert items[0].prompt.startswith("Campaign: autumn outdoor sale") and "«member»" in items[0].prompt
@@ -156,9 +144,9 @@ def test_bad_input_is_4xx_naming_the_problem_with_nothing_written(
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["field"] == field and message in err["message"], err
-    assert _count(settings.database_url, Job) == 0
-    assert _count(settings.database_url, Item) == 0
-    assert _count(settings.database_url, OutboxMessage) == 0
+    assert count_rows(settings.database_url, Job) == 0
+    assert count_rows(settings.database_url, Item) == 0
+    assert count_rows(settings.database_url, OutboxMessage) == 0
     assert len(client.get("/v1/templates").json()["data"]) == templates_before
     assert not list((tmp_path / "objects").rglob("*.jsonl"))
 
