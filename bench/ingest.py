@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,7 @@ def run_one(backend: str, db_url: str, broker: str, data: Path, lines: int, work
             "lines_per_s": lines / create_s, "idle_mb": idle_mb, "peak_mb": peak_mb, "queued": queued}
 
 
-def median_run(repeat: int, run: Any) -> dict[str, Any]:
+def median_run(repeat: int, run: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
     """Run ``repeat`` times (a fresh API process each) and keep the run with the median creation time;
     the spread goes into the row. The machine is shared: single runs varied by a third."""
     runs = sorted((run(i) for i in range(repeat)), key=lambda r: r["create_s"])
@@ -212,12 +212,16 @@ def main() -> None:
         rows.append(median_run(repeat, lambda i: run_one("sqlite", f"sqlite:///{work}/bench-{i}.db", db,
                                                           work / "bench.jsonl", lines, work)))
 
-        def on_postgres(i: int) -> dict[str, Any] | None:
+        def on_postgres(i: int) -> dict[str, Any]:
             with postgres_url() as pg:  # a fresh scratch database per run
-                return None if pg is None else run_one("postgresql", pg, db, work / "bench.jsonl", lines, work)
+                if pg is None:
+                    raise LookupError("PostgreSQL went away between runs")
+                return run_one("postgresql", pg, db, work / "bench.jsonl", lines, work)
 
-        if (first := on_postgres(0)) is not None:
-            rows.append(median_run(repeat, lambda i: first if i == 0 else on_postgres(i)))
+        with postgres_url() as probe:
+            available = probe is not None
+        if available:
+            rows.append(median_run(repeat, on_postgres))
     header = ("| database | lines | file (MB) | upload (s) | validate + enqueue (s) | runs (s) | lines/s "
               "| vs 20,000 target | API CPU (s) | lines per API CPU-second | API RSS idle (MB) | API peak RSS (MB) "
               "| vs 300 MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")

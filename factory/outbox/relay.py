@@ -50,7 +50,7 @@ def relay(session: Session, settings: Settings, ids: Sequence[str] | None = None
 
 def publish_new(session: Session, settings: Settings, messages: Sequence[Pending]) -> int:
     """Publish messages this caller has just committed (a batch's thousands of chunk messages), pipelined,
-    without reading them back; then stamp them all in one statement. Returns the number sent.
+    without reading them back; then stamp them all in one transaction. Returns the number sent.
 
     A crash or a broker error before the stamp leaves them unsent, and the reconciler sends
     them again: harmless, as tasks are idempotent. The same as ``relay(ids, bulk=True)``
