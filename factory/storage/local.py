@@ -65,6 +65,15 @@ class LocalStore:
         except FileNotFoundError as exc:
             raise NotFound("object not found") from exc
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fh = self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise NotFound("object not found") from exc
+        with fh:
+            fh.seek(offset)
+            return fh.read(length)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -6,6 +6,7 @@ The bucket is created on first use if it does not exist, so a fresh server works
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 import boto3
@@ -14,6 +15,20 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from factory.errors import NotFound, StorageError
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """S3's errors as the store's: a missing key is NotFound, anything else a StorageError (an outage,
+    retried by the callers that can)."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise NotFound("object not found") from exc
+        raise StorageError("object storage read failed") from exc
+    except BotoCoreError as exc:
+        raise StorageError("object storage read failed") from exc
 
 
 class S3Store:
@@ -84,30 +99,23 @@ class S3Store:
             raise StorageError("object storage write failed") from exc
 
     def iter_bytes(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
-        try:
+        with _reading():
             body = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound("object not found") from exc
-            raise StorageError("object storage read failed") from exc
-        except BotoCoreError as exc:
-            raise StorageError("object storage read failed") from exc
-        try:
-            yield from body.iter_chunks(chunk_size)
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageError("object storage read failed") from exc
-        finally:
-            body.close()
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
 
     def get_bytes(self, key: str) -> bytes:
-        try:
+        with _reading():
             return bytes(self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound("object not found") from exc
-            raise StorageError("object storage read failed") from exc
-        except BotoCoreError as exc:
-            raise StorageError("object storage read failed") from exc
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        with _reading():
+            return bytes(self._client.get_object(Bucket=self.bucket, Key=self.prefix + key,
+                                                 Range=f"bytes={offset}-{offset + length - 1}")["Body"].read())
 
     def exists(self, key: str) -> bool:
         try:

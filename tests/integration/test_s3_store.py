@@ -46,3 +46,8 @@ def test_s3_streamed_upload_and_read(s3_server: SeaweedS3, s3_bucket: str, reque
     assert b"".join(pieces) == data and max(len(p) for p in pieces) <= 1 << 16
     with pytest.raises(NotFound):
         list(store.iter_bytes("files/nope.jsonl"))
+    # A byte range (how a worker reads its chunk's lines of a batch file), also across the part boundary.
+    for offset, length in [(0, 13), ((8 << 20) - 5, 40), (len(data) - 7, 100)]:
+        assert store.get_range("files/big.jsonl", offset, length) == data[offset:offset + length]
+    with pytest.raises(NotFound):
+        store.get_range("files/nope.jsonl", 0, 10)
