@@ -68,3 +68,24 @@ def check_ledger(client: httpx.Client, job_id: str, expected: Iterable[Pair], st
     # every failed line a shard holds is also in the error file
     assert {(x["key"], x["variant"]) for x in shard_lines if x["status"] == "failed"} <= set(error_pairs)
     return Ledger(job=job, texts=texts, errors=errors)
+
+
+def check_batch_ledger(client: httpx.Client, batch: dict[str, Any], custom_ids: list[str]) -> dict[str, Any]:
+    """The same promise for a finished batch: every line's custom_id once, in the output or the error
+    file, in input order within each, and the request counts agree; returns the output lines."""
+    assert batch["status"] in ("completed", "cancelled", "expired"), batch
+
+    def lines(file_id: str | None) -> list[dict[str, Any]]:
+        return _jsonl(client.get(f"/v1/files/{file_id}/content").content) if file_id else []
+
+    output, errors = lines(batch["output_file_id"]), lines(batch["error_file_id"])
+    got = [x["custom_id"] for x in output] + [x["custom_id"] for x in errors]
+    assert sorted(p for p, n in Counter(got).items() if n > 1) == [], "a line answered twice"
+    assert sorted(got) == sorted(custom_ids), "output + errors are not exactly the input lines"
+    order = {c: i for i, c in enumerate(custom_ids)}
+    for answered in (output, errors):
+        assert [order[x["custom_id"]] for x in answered] == sorted(order[x["custom_id"]] for x in answered)
+    assert batch["request_counts"] == {"total": len(custom_ids), "completed": len(output), "failed": len(errors)}
+    assert all(x["response"]["body"]["choices"][0]["message"]["content"] for x in output)
+    return {"output": output, "errors": errors}
+

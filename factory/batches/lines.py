@@ -224,11 +224,24 @@ def expand(ctx: LineContext, line_no: int, line: Line) -> list[ItemSpec]:
     return _expand_augment(ctx, line_no, line["custom_id"], line["body"])
 
 
-def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatCompletionRequest) -> list[ItemSpec]:
+def chat_items(ctx: LineContext, line: Line) -> int | None:
+    """A chat line's item count after the checks ``expand`` makes, without building its items; None for
+    the other lines, which are checked by expanding them."""
+    if line["url"] == CHAT:
+        return _chat_choices(ctx, line["body"])
+    return None
+
+
+def _chat_choices(ctx: LineContext, req: ChatCompletionRequest) -> int:
     ctx.use_model(req["model"])
     n = req.get("n", 1)
     if n > ctx.settings.max_variants:
         raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
+    return n
+
+
+def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatCompletionRequest) -> list[ItemSpec]:
+    n = _chat_choices(ctx, req)
     messages: list[Any] = req["messages"]
     if not all(type(m["content"]) is str and m["role"] != "developer" and len(m) == 2 for m in messages):
         messages = chat_schemas.generation_messages(req)  # else they already are {"role", "content"} dicts

@@ -139,7 +139,8 @@ def _split_error(text: str | None) -> tuple[str, str]:
 def render_line(items: list[Item], model: str, *, expired: bool, tally: Tally | None = None,
                 verdicts: Mapping[str, AugmentationVerdict] | None = None) -> tuple[str, str] | None:
     """(OUTPUT or ERROR, the JSONL line) for a finished line; None while any of its items is pending,
-    and for a successful augment line while any of its items has no verdict (``verdicts`` by item id)."""
+    and for a successful augment line while any of its items has no verdict (``verdicts`` by item id).
+    A line's items are written together (factory/batches/chunks.py): those present are all of them."""
     states = {i.state for i in items}
     if ItemState.PENDING in states:
         return None

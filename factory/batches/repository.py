@@ -60,6 +60,14 @@ class BatchRepository:
             .order_by(Batch.expires_at).limit(limit)
         ))
 
+    def unfinished_with_input(self, tenant_id: str, file_id: str) -> bool:
+        """Whether a batch whose job has not finished reads its lines from this file."""
+        return self.session.scalar(
+            select(Batch.id).join(Job, Job.id == Batch.job_id)
+            .where(Batch.tenant_id == tenant_id, Batch.input_file_id == file_id, Job.finished_at.is_(None))
+            .limit(1)
+        ) is not None
+
     def line_counts(self, job_id: str) -> tuple[int, int]:
         """(completed, failed) lines when lines have several items: a line counts once all its items ended."""
         per_line = (

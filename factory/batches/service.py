@@ -21,6 +21,7 @@ from both (``batch_status``):
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session
 from factory.augmentation.repository import AugmentationRepository
 from factory.batches import lines as batch_lines
 from factory.batches import webhooks
+from factory.batches.chunks import ChunkPlanner, InputChanged, chunk_items, clean_line
 from factory.batches.lines import LineContext, LineError
 from factory.batches.output import ERROR, OUTPUT, Tally, group_lines, render_line
 from factory.batches.repository import BatchRepository
@@ -48,19 +50,24 @@ from factory.batches.schemas import (
 )
 from factory.chat.schemas import DEFAULT_MAX_TOKENS
 from factory.config import Settings
-from factory.db.base import new_id, utcnow
-from factory.db.models import Batch, ItemState, Job, JobStatus, StoredFile
+from factory.db.base import IdMaker, new_id, utcnow
+from factory.db.models import Batch, Chunk, ChunkState, ItemState, Job, JobStatus, StoredFile
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.files import service as files_service
 from factory.jobs import service as jobs_service
-from factory.jobs.repository import JobRepository
+from factory.jobs.execution import UnreadableChunk
+from factory.jobs.repository import JobRepository, json_text
 from factory.jobs.writer import JobWriter
 from factory.outbox.repository import OutboxRepository, Pending
 from factory.storage import ObjectStore
 
+log = logging.getLogger(__name__)
+
 KIND = "batch"
 WINDOWS = {"24h": 24 * 3600}
 TERMINAL = ("completed", "failed", "cancelled", "expired")
+# The job option naming the stored input file, which the chunks' byte ranges point into.
+INPUT_KEY = "input_key"
 DEFAULT_PARAMS = {"max_new_tokens": DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0, "repetition_penalty": 1.1}
 
 
@@ -112,35 +119,28 @@ def _new_batch(settings: Settings, tenant_id: str, body: BatchCreate) -> Batch:
                  expires_at=now + timedelta(seconds=window), webhook_attempts=0, line_count=0)
 
 
-def _writes_behind(session: Session) -> bool:
-    """Whether items are written by the writer's thread while lines are parsed (JobWriter, background).
-
-    On PostgreSQL yes: COPY streams to the server, which works on the other core, and the
-    parser no longer waits for it (4.1-4.5 s instead of 5.1-5.3 s for 50,000 lines,
-    bench/ingest.py). On SQLite no: the sqlite3 module releases and retakes the GIL
-    around every row it steps, so a writer thread waits for the parser at every row and
-    the whole request was slower (4.1-4.2 s instead of 3.8 s).
-    """
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def create_batch(session: Session, settings: Settings, store: ObjectStore, tenant_id: str,
                  body: BatchCreate) -> CreatedBatch:
-    """Validate the file line by line while writing its items; raise BatchValidationFailed if any line is bad."""
+    """Validate the file line by line and write its chunks; raise BatchValidationFailed if any line is bad.
+
+    Items are not written here (but for lines with more items than a chunk holds): each
+    chunk names its range of the stored file and the worker that claims it writes its
+    items (factory/batches/chunks.py), so a 50,000-line file costs 6,250 chunk rows,
+    not 50,000 item rows, inside this request.
+    """
     source = check_request(session, settings, tenant_id, body)
     batch = _new_batch(settings, tenant_id, body)
     ctx = LineContext(settings=settings, batch_seed=secrets.randbelow(2**31))
     errors: list[dict[str, Any]] = []
-    with JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=settings.model,
-                   queue=settings.queue_for_model(settings.model), params=dict(DEFAULT_PARAMS),
-                   seed=ctx.batch_seed, options={"batch_id": batch.id},
-                   background=_writes_behind(session)) as writer:
-        line_count = _read_lines(settings, store, source, ctx, writer, errors)
-        if errors:
-            raise BatchValidationFailed(errors, line_count)
-        model = ctx.model or settings.model
-        writer.job.model, writer.job.queue = model, settings.queue_for_model(model)
-        outbox_ids = writer.finish()
+    writer = JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=settings.model,
+                       queue=settings.queue_for_model(settings.model), params=dict(DEFAULT_PARAMS),
+                       seed=ctx.batch_seed, options={"batch_id": batch.id, INPUT_KEY: source.storage_key})
+    line_count = _read_lines(settings, store, source, ctx, writer, errors)
+    if errors:
+        raise BatchValidationFailed(errors, line_count)
+    model = ctx.model or settings.model
+    writer.job.model, writer.job.queue = model, settings.queue_for_model(model)
+    outbox_ids = writer.finish()
     batch.job_id, batch.model, batch.line_count, batch.in_progress_at = writer.job.id, model, line_count, utcnow()
     BatchRepository(session).add(batch)
     return CreatedBatch(batch=batch, outbox_ids=outbox_ids, messages=writer.messages)
@@ -148,30 +148,34 @@ def create_batch(session: Session, settings: Settings, store: ObjectStore, tenan
 
 def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx: LineContext, writer: JobWriter,
                 errors: list[dict[str, Any]]) -> int:
-    """Stream the file: validate each line, write its items while the file is clean; return the line count."""
+    """Stream the file: validate each line, plan its chunks while the file is clean; return the line count."""
     seen: set[str] = set()
     line_count = 0
     max_lines, max_line_bytes, max_items = settings.batch_max_lines, settings.batch_max_line_bytes, \
         settings.batch_max_items
-    for line_no, raw in files_service.iter_lines(store, source, max_line_bytes):
-        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
-        if not raw or raw.isspace():
+    planner = ChunkPlanner(settings.chunk_size)
+    for line_no, offset, raw in files_service.iter_lines_at(store, source, max_line_bytes):
+        end = offset + len(raw) + 1
+        text = clean_line(line_no, raw)
+        if text is None:
             continue
         line_count += 1
         try:
             if line_count > max_lines:
                 raise LineError("too_many_requests", f"a batch holds at most {max_lines} lines")
-            if len(raw) > max_line_bytes:
+            if len(text) > max_line_bytes:
                 raise LineError("line_too_long", f"a line holds at most {max_line_bytes} bytes")
-            line = batch_lines.parse_line(raw)
+            line = batch_lines.parse_line(text)
             custom_id = line["custom_id"]
             if custom_id in seen:
                 raise LineError("duplicate_custom_id", "custom_id repeats an earlier line's; each must be unique",
                                 "custom_id")
             seen.add(custom_id)
-            specs = batch_lines.expand(ctx, line_no, line)
-            if writer.count + len(specs) > max_items:
+            items, specs = batch_lines.chat_items(ctx, line), None
+            if items is None or not planner.defers(items):
+                specs = batch_lines.expand(ctx, line_no, line)
+                items = len(specs)
+            if planner.count + items > max_items:
                 raise LineError("too_many_requests", f"a batch expands to at most {max_items} items")
         except LineError as exc:
             errors.append(exc.as_error(line_no))
@@ -179,11 +183,22 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
                 break
             continue
         if errors:
-            continue  # the batch will fail: keep checking lines, stop writing items
+            continue  # the batch will fail: keep checking lines, stop writing chunks
+        if planner.defers(items):
+            for chunk in planner.add(line_no, offset, end, items):
+                writer.add_deferred_chunk(chunk)
+            continue
+        assert specs is not None
+        for chunk in planner.add_written(items):  # a line too big for one chunk: its items now
+            writer.add_deferred_chunk(chunk)
+        writer.end_chunk()
         for spec in specs:
             writer.add(key=spec.key, variant=spec.variant, record=spec.record, prompt=spec.prompt,
                        prompt_sha256=spec.prompt_sha256, request=spec.request, seed=spec.seed, error=spec.error,
                        record_json=spec.record_json, request_json=spec.request_json)
+        writer.end_chunk()
+    for chunk in planner.finish():
+        writer.add_deferred_chunk(chunk)
     if line_count == 0 and not errors:
         errors.append({"code": "empty_file", "message": "the input file has no requests", "param": None,
                        "line": None})
@@ -233,16 +248,24 @@ def batch_status(batch: Batch, job: Job | None) -> str:
 
 
 def _counts(session: Session, batch: Batch, job: Job | None) -> tuple[RequestCounts, Progress | None]:
+    """Lines and items finished so far. Items not written yet are pending, except those of chunks that
+    ended unclaimed (cancelled, expired): their lines count as failed until finalization writes them."""
     if job is None:
         return RequestCounts(total=batch.line_count, completed=0, failed=0), None
-    by_state = JobRepository(session).item_counts(job.id)
-    pending = by_state.get(ItemState.PENDING, 0)
+    repo = JobRepository(session)
+    by_state = repo.item_counts(job.id)
+    ended_lines = ended_items = 0
+    for lines in repo.unwritten_lines(job.id, (ChunkState.CANCELLED, ChunkState.FAILED)):
+        ended_lines += lines["lines"]
+        ended_items += lines["items"]
     if job.item_count == batch.line_count:  # one item per line: item counts are line counts
         completed = by_state.get(ItemState.SUCCEEDED, 0)
-        failed = by_state.get(ItemState.FAILED, 0) + by_state.get(ItemState.CANCELLED, 0)
+        failed = by_state.get(ItemState.FAILED, 0) + by_state.get(ItemState.CANCELLED, 0) + ended_lines
     else:
         completed, failed = BatchRepository(session).line_counts(job.id)
-    done = job.item_count - pending
+        failed += ended_lines
+    done = sum(by_state.values()) - by_state.get(ItemState.PENDING, 0) + ended_items
+    pending = job.item_count - done
     started = batch.in_progress_at or batch.created_at
     elapsed = ((job.finished_at or utcnow()) - started).total_seconds()
     rate = done / elapsed if elapsed > 0 and done else None
@@ -375,6 +398,77 @@ def expire_due_batches(session: Session, settings: Settings, now: datetime | Non
     return expiry
 
 
+def reads_input(session: Session, tenant_id: str, file_id: str) -> bool:
+    """Whether a batch still running reads its lines from this file (so deleting it must keep the content)."""
+    return BatchRepository(session).unfinished_with_input(tenant_id, file_id)
+
+
+# --- writing a chunk's items (runs in the worker) ------------------------------------------
+def read_chunk_lines(store: ObjectStore, job_options: dict[str, Any], pending_lines: dict[str, Any]) -> bytes:
+    """A chunk's bytes of the batch's input file (``UnreadableChunk`` if the file is gone)."""
+    try:
+        return store.get_range(job_options[INPUT_KEY], pending_lines["offset"], pending_lines["length"])
+    except NotFound as exc:
+        raise UnreadableChunk(f"the batch's input file cannot be read back: {exc}") from exc
+
+
+def write_chunk_items(session: Session, settings: Settings, store: ObjectStore, job: Job, chunk: Chunk, *,
+                      data: bytes | None = None, state: ItemState = ItemState.PENDING,
+                      error: str | None = None) -> int:
+    """Write the items of a chunk planned at submit from its lines of the input file; returns how many.
+
+    Runs in the caller's transaction: the claim's (pending items, to generate), or the
+    finalize step's for a chunk that ended before anyone claimed it (``state``
+    cancelled, or failed with ``error``). ``data``: the chunk's bytes, read before
+    (``read_chunk_lines``; a chunk's range never changes), else read here. Raises
+    ``UnreadableChunk`` if the stored file is gone or no longer what was validated.
+    """
+    pending = chunk.pending_lines
+    if pending is None:
+        return 0
+    if data is None:
+        data = read_chunk_lines(store, job.options, pending)
+    try:
+        # The job's model was checked against the allow-list at submit: lines naming it pass as they are.
+        ctx = LineContext(settings=settings, batch_seed=job.seed, model=job.model)
+        specs = list(chunk_items(ctx, data, pending))
+    except InputChanged as exc:
+        raise UnreadableChunk(f"the batch's input file cannot be read back: {exc}") from exc
+    now = utcnow()
+    ids = IdMaker("itm")
+    rows = []
+    for seq, spec in specs:
+        item_state, item_error = (ItemState.FAILED, spec.error) if spec.error is not None else (state, error)
+        # In ITEM_COLUMNS order.
+        rows.append((ids(), job.tenant_id, job.id, chunk.id, seq, spec.key, spec.variant,
+                     spec.record_json if spec.record_json is not None else json_text(spec.record), spec.prompt,
+                     spec.request_json if spec.request_json is not None else json_text(spec.request),
+                     spec.prompt_sha256, spec.seed, item_state.value, item_error,
+                     None if item_state == ItemState.PENDING else now))
+    repo = JobRepository(session)
+    repo.add_item_rows(rows)
+    chunk.pending_lines = None  # written with the items, at the next flush
+    if len(rows) != pending["items"]:  # a line that no longer expands became one failed item
+        repo.add_to_item_count(job.id, len(rows) - pending["items"])
+    return len(rows)
+
+
+def write_unclaimed_items(session: Session, settings: Settings, store: ObjectStore, job: Job) -> int:
+    """Before the files are rendered: the items of chunks that ended unclaimed (cancelled, expired,
+    failed), so that their lines are answered in the error file. Returns how many were written."""
+    written = 0
+    for chunk in JobRepository(session).unwritten_chunks(job.id, (ChunkState.CANCELLED, ChunkState.FAILED)):
+        failed = chunk.state == ChunkState.FAILED
+        try:
+            written += write_chunk_items(session, settings, store, job, chunk,
+                                         state=ItemState.FAILED if failed else ItemState.CANCELLED,
+                                         error=chunk.last_error if failed else None)
+        except UnreadableChunk:
+            log.error("batch job %s: the lines of chunk %s cannot be read back; they are missing from the "
+                      "output and error files", job.id, chunk.id)
+    return written
+
+
 # --- finalizing (runs in the worker's finalize step) -------------------------------------
 def generated_file_id(batch_id: str, which: str) -> str:
     """Deterministic, so a second finalization finds and overwrites the same file."""
@@ -424,6 +518,8 @@ def finalize_batch(session: Session, store: ObjectStore, job: Job) -> list[str]:
                 file_ids[which] = file_id
     batch.output_file_id, batch.error_file_id = file_ids[OUTPUT], file_ids[ERROR]
     batch.usage = tally.usage()
+    if files_service.find_file(session, batch.tenant_id, batch.input_file_id) is None:
+        store.delete(job.options[INPUT_KEY])  # deleted by the user while the batch ran (files_service.delete_file)
     if expired:
         batch.expired_at = batch.expired_at or now
     if not batch.webhook_url:

@@ -144,10 +144,14 @@ def register_generated(session: Session, store: ObjectStore, tenant_id: str, *, 
 
 
 def get_file(session: Session, tenant_id: str, file_id: str) -> StoredFile:
-    row = FileRepository(session).get(tenant_id, file_id)
+    row = find_file(session, tenant_id, file_id)
     if row is None:
         raise NotFound("no such file", field="file_id")
     return row
+
+
+def find_file(session: Session, tenant_id: str, file_id: str) -> StoredFile | None:
+    return FileRepository(session).get(tenant_id, file_id)
 
 
 def get_data_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str, field: str) -> StoredFile:
@@ -183,11 +187,18 @@ def list_files(session: Session, tenant_id: str, *, after: str | None, limit: in
                     has_more=len(rows) > limit)
 
 
-def delete_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str) -> None:
+def delete_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str, *,
+                keep_content: bool = False) -> None:
     """The object goes first: a crash in between leaves a row whose content is gone (a 404 on download),
-    never an object that no row names."""
+    never an object that no row names.
+
+    ``keep_content``: the file is the input of a batch still running, whose workers read
+    their lines from it; the row goes now (the file is deleted for the user) and the batch
+    deletes the object when it ends (``batches.service.finalize_batch``).
+    """
     row = get_file(session, tenant_id, file_id)
-    store.delete(row.storage_key)
+    if not keep_content:
+        store.delete(row.storage_key)
     FileRepository(session).delete(tenant_id, file_id)
 
 
@@ -201,23 +212,33 @@ def iter_lines(store: ObjectStore, row: StoredFile, max_line_bytes: int) -> Iter
     A line longer than ``max_line_bytes`` is yielded truncated to that length plus one byte,
     so the caller can report it without holding it.
     """
+    for line_no, _, raw in iter_lines_at(store, row, max_line_bytes):
+        yield line_no, raw
+
+
+def iter_lines_at(store: ObjectStore, row: StoredFile, max_line_bytes: int) -> Iterator[tuple[int, int, bytes]]:
+    """As ``iter_lines``, with where each line starts in the file: (line number, byte offset, line)."""
     buffer = b""
     line_no = 0
+    read = 0  # bytes read from the object so far
+    line_start = 0  # the offset of the line buffer[0] belongs to
     overflow = False
-    for chunk in store.iter_bytes(row.storage_key, 1 << 16):
-        buffer += chunk
+    for piece in store.iter_bytes(row.storage_key, 1 << 16):
+        read += len(piece)
+        buffer += piece
         start = 0
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
             line_no += 1
-            yield line_no, (buffer[start:end] if not overflow else buffer[start:start + max_line_bytes + 1])
+            yield line_no, line_start, (buffer[start:end] if not overflow else buffer[start:start + max_line_bytes + 1])
             overflow = False
             start = end + 1
+            line_start = read - (len(buffer) - start)  # what follows the newline is contiguous up to ``read``
         buffer = buffer[start:]
         if len(buffer) > max_line_bytes:
             overflow = True
             buffer = buffer[:max_line_bytes + 1]
     if buffer or overflow:
-        yield line_no + 1, buffer
+        yield line_no + 1, line_start, buffer

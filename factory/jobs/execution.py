@@ -6,7 +6,7 @@ testable without a broker. Nothing here commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +29,33 @@ class CheckOutcome:
     fields: dict[str, Any]
 
 
+class UnreadableChunk(Exception):
+    """A chunk's deferred items cannot be written: what they come from is gone or changed. It fails."""
+
+
+# Writes the items of a chunk planned with ``pending_lines`` (the job's kind knows how), in the claim's transaction.
+ItemWriter = Callable[[Session, Job, Chunk], object]
+
+
+@dataclass(frozen=True)
+class DeferredItems:
+    """What a worker needs to fetch a deferred chunk's source (a batch file's lines)."""
+
+    kind: str
+    options: dict[str, Any]
+    pending_lines: dict[str, Any]
+
+
+class SourceNeeded(Exception):
+    """Raised by an ItemWriter inside the claim when it needs the chunk's source first: the caller
+    rolls the claim back, fetches the source outside any transaction (storage being slow or away then
+    holds no lock and no lease) and claims again. Other chunks claim in one transaction, as before."""
+
+    def __init__(self, deferred: DeferredItems) -> None:
+        super().__init__(f"the source of a deferred '{deferred.kind}' chunk is needed")
+        self.deferred = deferred
+
+
 @dataclass(frozen=True)
 class ClaimedChunk:
     chunk: Chunk
@@ -42,16 +69,35 @@ def lease_owner(task_id: str, host: str, pid: int) -> str:
 
 
 def claim(session: Session, chunk_id: str, owner: str, lease_s: float, *,
-          max_attempts: int | None = None) -> ClaimedChunk | None:
-    """Lease the chunk to ``owner``; None if it is finished, cancelled, leased elsewhere or out of attempts."""
+          max_attempts: int | None = None, write_items: ItemWriter | None = None) -> ClaimedChunk | None:
+    """Lease the chunk to ``owner``; None if it is finished, cancelled, leased elsewhere or out of attempts.
+
+    A chunk whose items were deferred (``pending_lines``: a batch file's lines) gets them
+    written by ``write_items`` in this same transaction, so the lease and the items
+    commit together: of two claims one wins, and the items are written once.
+    """
     repo = JobRepository(session)
     chunk = repo.claim_chunk(chunk_id, owner, timedelta(seconds=lease_s), max_attempts=max_attempts)
     if chunk is None:
         return None
     job = session.get(Job, chunk.job_id)
     assert job is not None
+    if chunk.pending_lines is not None:
+        if write_items is None:
+            raise UnreadableChunk(f"no way to write the deferred items of a '{job.kind}' chunk")
+        write_items(session, job, chunk)
     repo.mark_job_running(job.id, utcnow())
     return ClaimedChunk(chunk=chunk, job=job, items=repo.pending_items(chunk_id))
+
+
+def fail_unreadable(session: Session, chunk_id: str, reason: str) -> list[str]:
+    """Fail a chunk whose items could not be written (``UnreadableChunk``) unless someone holds it;
+    outbox ids (the job's finalization if it was the last) to relay after commit."""
+    repo = JobRepository(session)
+    chunk = repo.get_chunk(chunk_id)
+    if chunk is None or not repo.fail_unclaimed(chunk_id, reason):
+        return []
+    return request_finalization(session, chunk.job_id)
 
 
 def renew_lease(session: Session, chunk_id: str, owner: str, lease_s: float) -> bool:

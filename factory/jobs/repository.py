@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from factory.db.base import utcnow
@@ -25,7 +25,8 @@ LEASE_EXPIRED = "lease expired: the worker was lost, stopped or cut off mid-chun
 ITEM_COLUMNS = ("id", "tenant_id", "job_id", "chunk_id", "seq", "key", "variant", "record", "prompt", "request",
                 "prompt_sha256", "seed", "state", "error", "finished_at")
 _JSON_COLUMNS = frozenset({"record", "request"})
-_CHUNK_COLUMNS = ("id", "tenant_id", "job_id", "seq", "state", "attempts", "created_at", "enqueued_at")
+_CHUNK_COLUMNS = ("id", "tenant_id", "job_id", "seq", "state", "attempts", "created_at", "enqueued_at",
+                  "pending_lines")
 
 
 def _value(value: Any) -> Any:
@@ -51,6 +52,12 @@ def item_row(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Nobody holds the chunk: pending, or running under a lease that ran out."""
+    return or_(Chunk.state == ChunkState.PENDING,
+               (Chunk.state == ChunkState.RUNNING) & (Chunk.lease_expires_at < now))
+
+
 class JobRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -64,7 +71,7 @@ class JobRepository:
         """New pending chunks, given as dicts (a big batch has thousands: one bulk insert)."""
         insert_rows(self.session, Chunk.__table__, _CHUNK_COLUMNS,  # type: ignore[arg-type]
                     [(r["id"], r["tenant_id"], r["job_id"], r["seq"], _value(r["state"]), r["attempts"],
-                      r["created_at"], r.get("enqueued_at")) for r in rows])
+                      r["created_at"], r.get("enqueued_at"), json_text(r.get("pending_lines"))) for r in rows])
 
     def add_items(self, rows: Sequence[dict[str, Any]]) -> None:
         self.add_item_rows([item_row(r) for r in rows])
@@ -122,7 +129,7 @@ class JobRepository:
         """
         now = utcnow()
         running = Chunk.state == ChunkState.RUNNING
-        claimable = or_(Chunk.state == ChunkState.PENDING, running & (Chunk.lease_expires_at < now))
+        claimable = _claimable(now)
         if max_attempts is not None:
             claimable = claimable & (Chunk.attempts < max_attempts)
         claimed = self.session.execute(
@@ -157,6 +164,34 @@ class JobRepository:
         return list(self.session.scalars(
             select(Item).where(Item.chunk_id == chunk_id, Item.state == ItemState.PENDING).order_by(Item.seq)
         ))
+
+    def unwritten_chunks(self, job_id: str, states: Sequence[ChunkState]) -> list[Chunk]:
+        """Chunks in ``states`` whose items were never written (not claimed before they ended), in order."""
+        return list(self.session.scalars(
+            select(Chunk).where(Chunk.job_id == job_id, Chunk.state.in_(list(states)),
+                                Chunk.pending_lines.is_not(None)).order_by(Chunk.seq)
+        ))
+
+    def add_to_item_count(self, job_id: str, delta: int) -> None:
+        self.session.execute(update(Job).where(Job.id == job_id).values(item_count=Job.item_count + delta))
+
+    def unwritten_lines(self, job_id: str, states: Sequence[ChunkState]) -> list[dict[str, Any]]:
+        """The ``pending_lines`` of the job's chunks in ``states`` whose items were never written."""
+        return [p for p in self.session.scalars(
+            select(Chunk.pending_lines).where(Chunk.job_id == job_id, Chunk.state.in_(list(states)),
+                                              Chunk.pending_lines.is_not(None))
+        ) if p is not None]
+
+    def fail_unclaimed(self, chunk_id: str, reason: str) -> bool:
+        """Fail a chunk nobody holds (pending, or its lease ran out); False if it is held or ended."""
+        now = utcnow()
+        failed = self.session.execute(
+            update(Chunk).where(Chunk.id == chunk_id, _claimable(now))
+            .values(state=ChunkState.FAILED, lease_owner=None, lease_expires_at=None, last_error=reason,
+                    finished_at=now)
+            .returning(Chunk.id)
+        ).first()
+        return failed is not None
 
     def chunk_items(self, chunk_id: str) -> list[Item]:
         return list(self.session.scalars(select(Item).where(Item.chunk_id == chunk_id).order_by(Item.seq)))

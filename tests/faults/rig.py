@@ -9,6 +9,7 @@ fake generator that takes 0.5 s per chunk so that kills land mid-chunk.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -24,10 +25,10 @@ import httpx
 from sqlalchemy import select
 
 from factory.config import Settings
-from factory.db.models import Chunk, ChunkState
+from factory.db.models import Batch, Chunk, ChunkState
 from factory.db.session import get_sessionmaker
 from factory.storage import ObjectStore, open_store
-from tests.ledger import Ledger, Pair, check_ledger
+from tests.ledger import Ledger, Pair, check_batch_ledger, check_ledger
 from tests.processes import WorkerProcess, factory_env
 from tests.services import REPO, free_port
 
@@ -177,6 +178,37 @@ class FaultRig:
                                                      "audience": audience, "params": {"seed": 11}})
         assert resp.status_code == 202, resp.text
         return resp.json()["id"], [(a["id"], 0) for a in audience]
+
+    def submit_batch(self, n: int = 200) -> tuple[str, str, list[str]]:
+        """A batch file of ``n`` chat lines (OpenAI Batch API): (batch id, its job id, the custom_ids).
+        Its items are written by the workers that claim its chunks."""
+        custom_ids = [f"line-{i:04d}" for i in range(n)]
+        data = b"".join(json.dumps({"custom_id": c, "method": "POST", "url": "/v1/chat/completions",
+                                    "body": {"model": "smollm2-135m-instruct", "max_tokens": 8, "seed": i,
+                                             "messages": [{"role": "user", "content": f"say {c}"}]}}).encode()
+                        + b"\n" for i, c in enumerate(custom_ids))
+        upload = self._call("POST", "/v1/files", files={"file": ("in.jsonl", data)}, data={"purpose": "batch"})
+        assert upload.status_code == 200, upload.text
+        resp = self._call("POST", "/v1/batches", json={"input_file_id": upload.json()["id"],
+                                                       "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        assert resp.status_code == 200 and resp.json()["status"] == "in_progress", resp.text
+        with get_sessionmaker(self.database_url)() as s:
+            batch = s.get(Batch, resp.json()["id"])
+            assert batch is not None and batch.job_id is not None
+            return batch.id, batch.job_id, custom_ids
+
+    def wait_batch(self, batch_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            batch: dict[str, Any] = self._call("GET", f"/v1/batches/{batch_id}").json()
+            if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+                return batch
+            if time.monotonic() > deadline:
+                raise AssertionError(f"batch did not finish in {timeout}s: {batch}")
+            time.sleep(0.3)
+
+    def batch_ledger(self, batch: dict[str, Any], custom_ids: list[str]) -> dict[str, Any]:
+        return check_batch_ledger(self.client, batch, custom_ids)
 
     def job(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}").json()

@@ -37,3 +37,29 @@ def test_s3_stopped_and_started_mid_batch(make_rig: RigFactory, pg_db: str, brok
         assert all(c.attempts <= 2 for c in rig.chunks(job_id))
     finally:
         s3.close()
+
+
+def test_s3_stopped_while_batch_file_chunks_are_claimed(make_rig: RigFactory, pg_db: str, broker_url: str,
+                                                        tmp_path: Path) -> None:
+    """A batch file's chunk reads its lines from object storage before it is claimed: with S3 away
+    nothing is claimed or written (the read waits, or fails as an outage and the task is retried, no
+    attempt used), and the batch completes, every line once, when it is back."""
+    s3 = SeaweedS3(tmp_path / "s3")
+    try:
+        rig = make_rig(pg_db, broker_url, s3_storage(s3.endpoint, "batch-outage"))
+        rig.reconciler()
+        batch_id, job_id, custom_ids = rig.submit_batch()
+        s3.stop()
+        rig.worker(wait=True)
+        time.sleep(4)  # claims meet the outage
+        assert rig.done_chunks(job_id) == 0
+        assert all(c.attempts == 0 and c.pending_lines is not None for c in rig.chunks(job_id))
+        s3.start()
+        ledger = rig.batch_ledger(rig.wait_batch(batch_id), custom_ids)
+        assert len(ledger["output"]) == len(custom_ids) and ledger["errors"] == []
+        # Claimed once each: the reads waited out (or were retried through) the outage before any claim,
+        # and a read that came back late re-queued its task rather than claim with little time left.
+        assert all(c.attempts == 1 for c in rig.chunks(job_id))
+    finally:
+        s3.close()
+

@@ -6,8 +6,10 @@ import os
 import signal
 
 import pytest
+from sqlalchemy import select
 
-from factory.db.models import ChunkState
+from factory.db.models import ChunkState, Item
+from factory.db.session import get_sessionmaker
 from tests.faults.conftest import RigFactory, Services
 
 pytestmark = pytest.mark.slow
@@ -50,6 +52,26 @@ def test_kill9_whole_worker_mid_chunk(make_rig: RigFactory, shared_services: Ser
     assert job["status"] == "succeeded" and len(ledger.texts) == len(expected) and ledger.errors == {}
     rerun = next(c for c in rig.chunks(job_id) if c.id == chunk.id)
     assert rerun.attempts == 2 and rerun.state == ChunkState.SUCCEEDED
+
+
+def test_kill9_worker_child_mid_batch_file_chunk(make_rig: RigFactory, shared_services: Services) -> None:
+    """A batch file's chunk gets its items when claimed: killed mid-run, it is claimed again, its items
+    (already written with the first claim) are reused, never written twice, and every line ends once."""
+    rig = make_rig(*shared_services)
+    rig.reconciler()
+    rig.worker()
+    batch_id, job_id, custom_ids = rig.submit_batch()
+    chunk = rig.running_chunk(job_id, min_done=2, where=lambda c: c.attempts == 1)
+    assert chunk.seq > 0
+    os.kill(chunk.pid, signal.SIGKILL)
+    ledger = rig.batch_ledger(rig.wait_batch(batch_id), custom_ids)
+    assert len(ledger["output"]) == len(custom_ids) and ledger["errors"] == []
+    by_id = {c.id: c for c in rig.chunks(job_id)}
+    assert by_id[chunk.id].attempts == 2 and by_id[chunk.id].state == ChunkState.SUCCEEDED
+    assert all(c.pending_lines is None for c in by_id.values())
+    with get_sessionmaker(rig.database_url)() as s:
+        rows = s.execute(select(Item.key, Item.seq).where(Item.job_id == job_id).order_by(Item.seq)).all()
+    assert [(r.key, r.seq) for r in rows] == [(c, i) for i, c in enumerate(custom_ids)]
 
 
 def test_sigterm_finishes_the_current_chunk(make_rig: RigFactory,

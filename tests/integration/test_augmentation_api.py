@@ -114,29 +114,23 @@ def test_generate_plans_k_rows_per_label_with_seed_rows_as_turns(client: TestCli
 def test_dataset_content_in_each_format_gives_the_same_rows(client: TestClient, settings: Settings,
                                                             fmt: str) -> None:
     data = rows(4)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["id", "text", "label"])
-        writer.writeheader()
-        writer.writerows(data)
-        raw = buf.getvalue().encode()
-    elif fmt == "jsonl":
-        raw = "".join(json.dumps(d) + "\n" for d in data).encode()
-    else:
-        out = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(data), out)
-        raw = out.getvalue()
-    r = client.post("/v1/jobs", json=body(dataset=content(raw, fmt)))
+    r = client.post("/v1/jobs", json=body(dataset=content(_dataset_bytes(data, fmt), fmt)))
     assert r.status_code == 202, r.text
+    _assert_same_rows_as_inline(client, settings, r.json()["id"], data)
+
+
+def _assert_same_rows_as_inline(client: TestClient, settings: Settings, job_id: str,
+                                data: list[dict[str, Any]]) -> None:
+    """The job's source rows are ``data``, and its dataset fingerprint is the inline rows' one."""
     inline = client.post("/v1/jobs", json=body(dataset={"rows": data}))
     with get_sessionmaker(settings.database_url)() as s:
         jobs = {j.id: j for j in s.scalars(select(Job))}
         got = [(x.row_id, x.label, x.text) for x in s.scalars(
-            select(AugmentationSourceRow).where(AugmentationSourceRow.job_id == r.json()["id"])
+            select(AugmentationSourceRow).where(AugmentationSourceRow.job_id == job_id)
             .order_by(AugmentationSourceRow.seq))]
     assert got == [(d["id"], d["label"], d["text"]) for d in data]
-    # Same rows, same fingerprint, whatever the format.
-    assert jobs[r.json()["id"]].options["dataset"]["sha256"] == jobs[inline.json()["id"]].options["dataset"]["sha256"]
+    # Same rows, same fingerprint, whatever the format or source.
+    assert jobs[job_id].options["dataset"]["sha256"] == jobs[inline.json()["id"]].options["dataset"]["sha256"]
 
 
 def test_the_shipped_example_job_is_accepted(client: TestClient) -> None:
@@ -246,14 +240,7 @@ def test_a_dataset_uploaded_to_files_gives_the_same_rows_as_inline(client: TestC
     file_id = _upload(client, _dataset_bytes(data, fmt))
     r = client.post("/v1/jobs", json=body(dataset={"file_id": file_id, "format": fmt}))
     assert r.status_code == 202, r.text
-    inline = client.post("/v1/jobs", json=body(dataset={"rows": data}))
-    with get_sessionmaker(settings.database_url)() as s:
-        jobs = {j.id: j for j in s.scalars(select(Job))}
-        got = [(x.row_id, x.label, x.text) for x in s.scalars(
-            select(AugmentationSourceRow).where(AugmentationSourceRow.job_id == r.json()["id"])
-            .order_by(AugmentationSourceRow.seq))]
-    assert got == [(d["id"], d["label"], d["text"]) for d in data]
-    assert jobs[r.json()["id"]].options["dataset"]["sha256"] == jobs[inline.json()["id"]].options["dataset"]["sha256"]
+    _assert_same_rows_as_inline(client, settings, r.json()["id"], data)
 
 
 FILE_BAD: list[tuple[str, bytes | None, str, str, int, str, str]] = [

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from factory.batches import service as batches_service
 from factory.config import Settings
-from factory.db.models import AugmentationVerdict, Batch, Item, ItemState, Job, StoredFile
+from factory.db.models import AugmentationVerdict, Batch, Chunk, Item, ItemState, Job, StoredFile
 from factory.db.session import get_sessionmaker
 from factory.storage import close_stores, open_store
 from tests.processes import api_server, factory_env, worker
@@ -320,6 +320,41 @@ def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_ur
     assert {x["error"]["code"] for x in errors} == {"batch_expired"} and len(errors) == counts["failed"]
     assert all(x["response"] is None for x in errors)
     assert sorted(x["custom_id"] for x in output + errors) == [x["custom_id"] for x in lines]
+
+
+def test_workers_read_the_lines_of_a_deleted_input_file_and_a_vanished_one_fails_its_chunks(
+    pg_db: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    """Items are written by the worker that claims a chunk, from the stored input file. Deleting the
+    file through the API while the batch runs must not lose a line; the content goes once the batch
+    ends. If the content vanishes behind the factory's back, the chunks fail (counted as failed
+    lines) instead of being retried forever."""
+    env = env_for(pg_db, broker_url, tmp_path)
+    lines = [chat(f"d{i}", f"line {i}") for i in range(5)]
+    objects = tmp_path / "objects"
+    with api_server(env, tmp_path / "api.log") as url:
+        http = httpx.Client(base_url=url, timeout=30)
+        request.addfinalizer(http.close)
+        kept = create_batch(http, lines)
+        assert http.delete(f"/v1/files/{kept['input_file_id']}").json()["deleted"] is True
+        gone = create_batch(http, lines)
+        inputs = {p.parent.name: p for p in objects.rglob("content.jsonl")}
+        assert set(inputs) == {kept["input_file_id"], gone["input_file_id"]}  # both contents still there
+        inputs[gone["input_file_id"]].unlink()
+        with worker(env, tmp_path / "worker.log"):
+            done = batch_when(http, kept["id"], lambda b: b["status"] in TERMINAL)
+            failed = batch_when(http, gone["id"], lambda b: b["status"] in TERMINAL)
+            output = file_lines(http, done["output_file_id"])
+
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    assert [x["custom_id"] for x in output] == [x["custom_id"] for x in lines]
+    assert not inputs[kept["input_file_id"]].exists()  # deleted with the batch's end
+    assert failed["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
+    with get_sessionmaker(pg_db)() as s:
+        row = s.get(Batch, failed["id"])
+        assert row is not None
+        errors = list(s.scalars(select(Chunk.last_error).where(Chunk.job_id == row.job_id)))
+    assert len(errors) == 3 and all("input file cannot be read back" in (e or "") for e in errors)
 
 
 def test_sync_chat_overtakes_a_queued_batch_and_matches_its_seeded_line(

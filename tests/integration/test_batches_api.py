@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from factory.api.app import create_app
 from factory.batches import service as batches_service
 from factory.config import Settings
 from factory.db.models import Batch, Chunk, IdempotencyKey, Item, ItemState, Job, JobStatus, OutboxMessage, StoredFile
 from factory.db.session import get_sessionmaker
+from factory.storage import open_store
 from tests.rows import count_rows
 
 MODEL = "smollm2-135m-instruct"
@@ -140,7 +141,20 @@ def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestCli
         assert row is not None and row.job_id is not None
         job = s.get(Job, row.job_id)
         assert job is not None and (job.kind, job.queue, job.item_count, job.chunk_count) == ("batch", QUEUE, 6, 3)
+        # No item is written at submit: each chunk names its lines of the stored file...
+        chunks = list(s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)))
+        assert [c.pending_lines for c in chunks] == [
+            {"offset": o, "length": n, "line": i + 1, "seq": 2 * i, "items": 2, "lines": 1}
+            for i, (o, n) in enumerate(_line_spans(settings, job))]
+        assert s.scalar(select(Item.id).where(Item.job_id == job.id)) is None
+        # ...and the worker that claims a chunk writes its items from them.
+        for chunk in chunks:
+            assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunk) == 2
+        s.commit()
+        assert all(c.pending_lines is None for c in s.scalars(select(Chunk).where(Chunk.job_id == job.id)))
         items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
+        assert [i.seq for i in items] == list(range(6)) and [i.chunk_id for i in items] == [
+            c.id for c in chunks for _ in range(2)]
         assert [(i.key, i.variant, i.state) for i in items] == [
             ("c1", 0, ItemState.PENDING), ("c1", 1, ItemState.PENDING), ("p1", 0, ItemState.PENDING),
             ("p1", 1, ItemState.PENDING), ("g1", 0, ItemState.PENDING), ("g1", 1, ItemState.PENDING)]
@@ -150,6 +164,84 @@ def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestCli
         assert items[0].request is not None and items[0].request["params"]["max_new_tokens"] == 8
     assert _queued(settings) == ["factory.generate_chunk"] * 3
     assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "in_progress"
+
+
+def _line_spans(settings: Settings, job: Job) -> list[tuple[int, int]]:
+    """(offset, length) of each line of the job's stored input file, newline included."""
+    data = open_store(settings).get_bytes(job.options[batches_service.INPUT_KEY])
+    spans, offset = [], 0
+    for line in data.splitlines(keepends=True):
+        spans.append((offset, len(line)))
+        offset += len(line)
+    return spans
+
+
+def test_a_line_bigger_than_a_chunk_is_written_at_submit_and_the_others_when_claimed(client: TestClient,
+                                                                                    settings: Settings) -> None:
+    # chunk_size 2: [a] | b0 b1 | b2 | [c]  (a blank line, a byte-order mark and CRLF line ends on the way)
+    data = b"\xef\xbb\xbf" + jsonl([chat("a"), b"", chat("b", n=3), chat("c")]).replace(b"\n", b"\r\n")
+    batch = create(client, upload(client, data)["id"]).json()
+    assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 0}
+    assert batch["progress"]["items_total"] == 5
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
+        chunks = list(s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)))
+        assert [c.pending_lines and (c.pending_lines["line"], c.pending_lines["seq"], c.pending_lines["items"])
+                for c in chunks] == [(1, 0, 1), None, None, (4, 4, 1)]
+        written = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
+        assert [(i.key, i.variant, i.seq, i.chunk_id) for i in written] == [
+            ("b", 0, 1, chunks[1].id), ("b", 1, 2, chunks[1].id), ("b", 2, 3, chunks[2].id)]
+        # The last chunk is claimed first and its line succeeds: the only line finished so far.
+        assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunks[3]) == 1
+        s.execute(update(Item).where(Item.job_id == job.id, Item.key == "c")
+                  .values(state=ItemState.SUCCEEDED, text="hi"))
+        s.commit()
+        items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
+        assert [(i.key, i.seq) for i in items] == [("b", 1), ("b", 2), ("b", 3), ("c", 4)]
+    out = client.get(f"/v1/batches/{batch['id']}").json()
+    assert out["request_counts"] == {"total": 3, "completed": 1, "failed": 0}
+    assert out["progress"]["items_done"] == 1
+    lines = [json.loads(x) for x in client.get(f"/v1/batches/{batch['id']}/output").text.splitlines()]
+    assert [x["custom_id"] for x in lines] == ["c"]
+
+
+def test_a_line_the_worker_no_longer_expands_is_one_failed_item_and_the_totals_follow(
+        client: TestClient, settings: Settings) -> None:
+    batch = create(client, upload(client, jsonl([chat("a", n=2), chat("b")]))["id"]).json()
+    assert batch["progress"]["items_total"] == 3
+    stricter = settings.model_copy(update={"max_variants": 1})  # a worker configured below the API
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
+        chunks = list(s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)))
+        assert [batches_service.write_chunk_items(s, stricter, open_store(settings), job, c) for c in chunks] == [1, 1]
+        s.commit()
+        items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
+        assert [(i.key, i.state) for i in items] == [("a", ItemState.FAILED), ("b", ItemState.PENDING)]
+        assert items[0].error is not None and items[0].error.startswith("invalid_request: n must be at most 1")
+    out = client.get(f"/v1/batches/{batch['id']}").json()
+    assert out["progress"]["items_total"] == 2 and out["progress"]["items_done"] == 1
+    assert out["request_counts"] == {"total": 2, "completed": 0, "failed": 1}
+    errors = [json.loads(x) for x in client.get(f"/v1/batches/{batch['id']}/errors").text.splitlines()]
+    assert [(x["custom_id"], x["response"]["body"]["error"]["code"]) for x in errors] == [("a", "invalid_request")]
+
+
+def test_an_input_file_deleted_while_its_batch_runs_keeps_its_content_until_the_batch_ends(
+        client: TestClient, settings: Settings) -> None:
+    file = upload(client, jsonl([chat("a"), chat("b"), chat("c")]))
+    batch = create(client, file["id"]).json()
+    assert client.delete(f"/v1/files/{file['id']}").json() == {"id": file["id"], "object": "file", "deleted": True}
+    assert client.get(f"/v1/files/{file['id']}").status_code == 404
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
+        key = job.options[batches_service.INPUT_KEY]
+        assert open_store(settings).exists(key)  # the workers still read their lines from it
+        chunk = s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)).first()
+        assert chunk is not None
+        assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunk) == 2
+        # Once the batch is finalized, the content goes too.
+        batches_service.finalize_batch(s, open_store(settings), job)
+        s.commit()
+    assert not open_store(settings).exists(key)
 
 
 def test_bad_lines_fail_the_batch_naming_each_line_and_nothing_is_enqueued(client: TestClient,

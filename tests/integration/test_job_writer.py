@@ -1,5 +1,5 @@
-"""JobWriter with its writer thread (how a big batch file is written on PostgreSQL): every item lands,
-in order, with its chunk; a failure inside the thread reaches the caller, and nothing is left behind."""
+"""JobWriter: every item lands, in order, with its chunk and one message per chunk; deferred chunks
+(a batch file's) carry their lines and item counts; a failure leaves nothing behind after rollback."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from factory.jobs.writer import JobWriter
 def _writer(session: object, db_url: str) -> JobWriter:
     settings = Settings(database_url=db_url, chunk_size=8)
     return JobWriter(session, settings, tenant_id=DEFAULT_TENANT, kind="batch",  # type: ignore[arg-type]
-                     model="smollm2-135m-instruct", queue="gen.test", params={}, seed=1, flush_every=500,
-                     background=True)
+                     model="smollm2-135m-instruct", queue="gen.test", params={}, seed=1, flush_every=500)
 
 
 def _add(writer: JobWriter, key: str, variant: int = 0) -> None:
@@ -29,10 +28,10 @@ def _add(writer: JobWriter, key: str, variant: int = 0) -> None:
 @pytest.mark.parametrize("n", [1, 4_001])
 def test_every_item_lands_in_order_with_its_chunk_and_message(db_url: str, n: int) -> None:
     with get_sessionmaker(db_url)() as session:
-        with _writer(session, db_url) as writer:
-            for i in range(n):
-                _add(writer, f"k{i:05d}")
-            outbox_ids = writer.finish()
+        writer = _writer(session, db_url)
+        for i in range(n):
+            _add(writer, f"k{i:05d}")
+        outbox_ids = writer.finish()
         session.commit()
         job_id = writer.job.id
         rows = session.execute(select(Item.seq, Item.key, Item.chunk_id).where(Item.job_id == job_id)
@@ -46,13 +45,29 @@ def test_every_item_lands_in_order_with_its_chunk_and_message(db_url: str, n: in
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == len(chunks)
 
 
-def test_a_failure_in_the_thread_reaches_the_caller_and_nothing_is_kept(db_url: str) -> None:
+def test_deferred_chunks_carry_their_lines_and_count_their_items(db_url: str) -> None:
+    with get_sessionmaker(db_url)() as session:
+        writer = _writer(session, db_url)
+        lines = [{"offset": 40 * i, "length": 40, "line": i + 1, "seq": 8 * i, "skip": 0, "items": 8, "lines": 8}
+                 for i in range(1_001)]
+        for pending in lines:
+            writer.add_deferred_chunk(pending)
+        outbox_ids = writer.finish()
+        session.commit()
+        chunks = list(session.scalars(select(Chunk).where(Chunk.job_id == writer.job.id).order_by(Chunk.seq)))
+        assert [c.pending_lines for c in chunks] == lines and len(outbox_ids) == 1_001
+        job = session.get(Job, writer.job.id)
+        assert job is not None and (job.item_count, job.chunk_count) == (8_008, 1_001)
+        assert session.scalar(select(func.count()).select_from(Item)) == 0
+
+
+def test_a_failure_leaves_nothing_after_rollback(db_url: str) -> None:
     with get_sessionmaker(db_url)() as session:
         with pytest.raises(IntegrityError):
-            with _writer(session, db_url) as writer:
-                for i in range(1_200):
-                    _add(writer, "same" if i in (10, 700) else f"k{i}")  # (job, key, variant) repeats
-                writer.finish()
+            writer = _writer(session, db_url)
+            for i in range(1_200):
+                _add(writer, "same" if i in (10, 700) else f"k{i}")  # (job, key, variant) repeats
+            writer.finish()
         session.rollback()
         assert session.scalar(select(func.count()).select_from(Item)) == 0
         assert session.scalar(select(func.count()).select_from(Job)) == 0

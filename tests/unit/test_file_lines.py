@@ -10,7 +10,7 @@ import pytest
 from factory.config import Settings
 from factory.db.models import StoredFile
 from factory.errors import InvalidInput
-from factory.files.service import FileTooLarge, clean_filename, iter_lines, scan_jsonl
+from factory.files.service import FileTooLarge, clean_filename, iter_lines, iter_lines_at, scan_jsonl
 from factory.storage.local import LocalStore
 
 
@@ -30,6 +30,16 @@ def test_an_overlong_line_is_cut_so_the_caller_can_report_it(tmp_path: Path) -> 
     store, row = _stored(tmp_path, b"short\n" + b"y" * 300_000 + b"\nafter\n")
     out = list(iter_lines(store, row, 1000))
     assert [(n, len(raw)) for n, raw in out] == [(1, 5), (2, 1001), (3, 5)]
+
+
+def test_each_line_comes_with_its_byte_offset_even_after_an_overlong_one(tmp_path: Path) -> None:
+    data = b"a\n\n" + b"x" * 70_000 + b"\r\n" + b"y" * 300_000 + b"\nlast"
+    store, row = _stored(tmp_path, data)
+    out = list(iter_lines_at(store, row, 100_000))
+    assert [(n, offset, len(raw)) for n, offset, raw in out] == [
+        (1, 0, 1), (2, 2, 0), (3, 3, 70_001), (4, 70_005, 100_001), (5, 370_006, 4)]
+    for _, offset, raw in out[:3] + out[4:]:  # the cut line aside, each line is where its offset says
+        assert store.get_range("f.jsonl", offset, len(raw)) == raw
 
 
 def test_scan_counts_lines_and_enforces_limits() -> None:

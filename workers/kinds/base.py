@@ -13,7 +13,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from factory import __version__
-from factory.db.models import Item, Job
+from factory.config import Settings
+from factory.db.models import Chunk, Item, Job
 from factory.jobs import execution
 from factory.jobs.execution import CheckOutcome
 from factory.jobs.service import result_line
@@ -47,6 +48,17 @@ class RunContext:
 
 class KindHandler:
     """Override what a kind does differently; the defaults suit plain chat generation."""
+
+    def read_deferred(self, settings: Settings, store: ObjectStore, deferred: execution.DeferredItems) -> bytes:
+        """Fetch what a chunk planned without items (``chunk.pending_lines``) writes them from, outside
+        the claim's transaction. Only kinds that defer items (batches) override this and ``write_items``."""
+        raise execution.UnreadableChunk(f"job kind '{deferred.kind}' does not defer items")
+
+    def write_items(self, session: Session, settings: Settings, store: ObjectStore, job: Job, chunk: Chunk,
+                    source: bytes | None) -> int:
+        """Write the items of a chunk planned without them, in the claim's transaction, from ``source``
+        (``read_deferred``'s); raise ``execution.SourceNeeded`` while it is None. Returns how many."""
+        raise execution.UnreadableChunk(f"job kind '{job.kind}' does not defer items")
 
     def requests(self, job: Job, items: list[Item]) -> list[GenerationRequest]:
         out = []

@@ -1,6 +1,8 @@
 """Batch jobs (OpenAI Batch API): lines run as items; finalization writes the output and error
 files (see factory/batches/service.py).
 
+A chunk is planned at submit as a range of lines of the input file; ``write_items``
+turns them into items when a worker claims it (factory/batches/chunks.py).
 A chunk may mix chat, personalize and augment items. ``run`` is the augmentation
 kind's own per-item logic (``augmentation.run_items``): every item that needs the
 model — chat, personalize, and the LLM methods of augment lines — goes into one
@@ -27,7 +29,9 @@ from factory.batches import service as batches_service
 from factory.batches.lines import AUGMENT, augment_line_context
 from factory.batches.output import group_lines
 from factory.batches.repository import BatchRepository
-from factory.db.models import Item, ItemState, Job
+from factory.config import Settings, get_settings
+from factory.db.models import Chunk, Item, ItemState, Job
+from factory.jobs.execution import DeferredItems, SourceNeeded
 from factory.storage import ObjectStore
 from workers.augment.filters import Source
 from workers.generators.base import Generator
@@ -50,12 +54,23 @@ class BatchHandler(KindHandler):
             prov["template_sha256"] = PROMPTS_SHA256  # the augmentation prompts, not the batch's (empty) template
         return prov
 
+    def read_deferred(self, settings: Settings, store: ObjectStore, deferred: DeferredItems) -> bytes:
+        return batches_service.read_chunk_lines(store, deferred.options, deferred.pending_lines)
+
+    def write_items(self, session: Session, settings: Settings, store: ObjectStore, job: Job, chunk: Chunk,
+                    source: bytes | None) -> int:
+        if source is None or chunk.pending_lines is None:
+            raise SourceNeeded(DeferredItems(job.kind, dict(job.options), dict(chunk.pending_lines or {})))
+        return batches_service.write_chunk_items(session, settings, store, job, chunk, data=source)
+
     def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
-        """Manifest, augment lines' verdicts, then the OpenAI output/error JSONL files.
+        """Items of the chunks that ended unclaimed (cancelled, expired), manifest, augment lines'
+        verdicts, then the OpenAI output/error JSONL files.
 
         Idempotent: the verdicts replace the job's previous ones, and the files have
         deterministic ids and keys.
         """
+        batches_service.write_unclaimed_items(session, get_settings(), store, job)
         super().finalize(session, job, store)
         filter_augment_lines(session, job)
         return batches_service.finalize_batch(session, store, job)

@@ -2,7 +2,11 @@
 
 generate_chunk:
 1. claim the chunk under a lease (no-op if finished, held elsewhere or out of
-   attempts); a background thread renews the lease while the task runs;
+   attempts), writing its items in the same transaction if they were deferred (a
+   batch file's chunk names its lines of the input file, read outside the claim's
+   transaction: the claim asks for them, is rolled back, and is made again; a read
+   slow enough to eat into generation's time budget re-queues the task unclaimed);
+   a background thread renews the lease while the task runs;
 2. the job kind's handler generates the pending items (one batched call; a crash
    isolates the bad item, an out-of-memory error splits the batch);
 3. in one transaction: record the items, close the chunk (only if we still hold
@@ -27,9 +31,10 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
 
 from factory.config import Settings, get_settings
-from factory.db.models import Chunk
+from factory.db.models import Chunk, Job
 from factory.db.session import session_scope
 from factory.jobs import execution
 from factory.jobs.service import result_line
@@ -49,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # Keep this much of the soft time limit for handing the chunk back after saving failed.
 SAVE_MARGIN_S = 1.0
+# A deferred chunk's source read may use this share of the soft time limit; a slower read (storage
+# waking from an outage) re-queues the task unclaimed, so generation starts with its whole budget.
+SOURCE_READ_SHARE = 0.25
+SLOW_SOURCE_RETRIES = 5  # after that many retries the chunk is claimed however slow its read was
 FINALIZE_MAX_RETRIES = 5
 
 
@@ -63,20 +72,51 @@ def _relay(settings: Settings, outbox_ids: list[str]) -> None:
         log.warning("could not relay outbox messages now (%s); the reconciler will", type(exc).__name__)
 
 
+class SlowSource(Exception):
+    """The source read used too much of the time limit: retried unclaimed, with a fresh budget."""
+
+
 @app.task(name=GENERATE_CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def generate_chunk(self: Task, chunk_id: str) -> str:
     settings = get_settings()
     started = time.monotonic()
     owner = execution.lease_owner(self.request.id, socket.gethostname(), os.getpid())
+    store = open_store(settings)
+    source: bytes | None = None
+
+    def write_items(session: Session, job: Job, chunk: Chunk) -> int:
+        return handler_for(job.kind).write_items(session, settings, store, job, chunk, source)
+
     try:
+        while True:
+            try:
+                with session_scope(settings.database_url) as session:
+                    claimed = execution.claim(session, chunk_id, owner, settings.chunk_lease_s,
+                                              max_attempts=settings.chunk_max_attempts, write_items=write_items)
+                break
+            except execution.SourceNeeded as need:
+                # A chunk whose items are deferred (a batch file's lines): the claim was rolled back;
+                # fetch the source outside any transaction, then claim again.
+                if source is not None:
+                    raise
+                source = handler_for(need.deferred.kind).read_deferred(settings, store, need.deferred)
+                if (time.monotonic() - started > settings.task_soft_time_limit_s * SOURCE_READ_SHARE
+                        and self.request.retries < SLOW_SOURCE_RETRIES):
+                    raise SlowSource(f"reading the chunk's source took {time.monotonic() - started:.1f}s") \
+                        from None
+    except execution.UnreadableChunk as exc:
+        log.error("chunk %s: %s; it fails", chunk_id, exc)
         with session_scope(settings.database_url) as session:
-            claimed = execution.claim(session, chunk_id, owner, settings.chunk_lease_s,
-                                      max_attempts=settings.chunk_max_attempts)
+            outbox_ids = execution.fail_unreadable(session, chunk_id, str(exc))
+        _relay(settings, outbox_ids)
+        return "failed"
     except Exception as exc:
-        if not is_transient(exc):
+        # A soft time limit here (a storage read hanging) also leaves nothing taken.
+        if not (is_transient(exc) or isinstance(exc, SlowSource | SoftTimeLimitExceeded)):
             raise
         # Nothing was taken. Retrying re-publishes this message, so the wake-up survives.
-        log.warning("database unavailable while claiming chunk %s (%s); retrying", chunk_id, type(exc).__name__)
+        log.warning("could not claim chunk %s now (%s: database or storage away or slow); retrying",
+                    chunk_id, type(exc).__name__)
         raise self.retry(countdown=retry_delay(self.request.retries), exc=exc) from exc
     if claimed is None:
         return "skipped"

@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.batches import service as batches_service
 from factory.errors import NotFound
 from factory.files import service as files_service
 from factory.files.schemas import FileDeleted, FileList, FileOut
@@ -51,6 +52,7 @@ def get_file_content(file_id: str, session: SessionDep, settings: SettingsDep, t
 
 @router.delete("/{file_id}")
 def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileDeleted:
-    files_service.delete_file(session, open_store(settings), tenant, file_id)
+    files_service.delete_file(session, open_store(settings), tenant, file_id,
+                              keep_content=batches_service.reads_input(session, tenant, file_id))
     session.commit()
     return FileDeleted(id=file_id, deleted=True)

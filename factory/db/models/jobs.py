@@ -111,6 +111,12 @@ class Chunk(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Where the chunk's items come from while they are not written yet: a batch file's
+    # chunk names its range of the stored input file ({"offset", "length", "line",
+    # "seq", "items", "lines"}, see factory/batches/chunks.py) and the worker that
+    # claims it writes its items in the claim's transaction, then clears this.
+    # NULL for chunks whose items were written with the job (every other kind).
+    pending_lines: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
     job: Mapped[Job] = relationship(back_populates="chunks", lazy="raise")
 
@@ -118,7 +124,8 @@ class Chunk(Base):
 class Item(Base):
     """One text to generate: a (recipient, variant) pair with its rendered prompt.
 
-    The row is created at submit time and updated in place by the worker, so a
+    The row is created at submit time (a batch file's: when a worker first claims its
+    chunk, in the claim's transaction) and updated in place by the worker, so a
     redelivered chunk can only overwrite it, never add a second result.
     """
 
