@@ -2,10 +2,13 @@
 
 For each database (SQLite, PostgreSQL) this starts ``uvicorn factory.api.app`` as its
 own process, uploads the file (POST /v1/files, multipart, streamed), creates the batch
-(POST /v1/batches: stream the file back from storage, validate every line, write its
-items, queue one message per chunk on Redis) and reads the API process's peak RSS
-(``VmHWM`` in /proc). Targets: >= 20,000 lines/s for the batch creation, peak RSS
-under 300 MB. Prints a table and, with ``--write``, records it in bench/README.md.
+(POST /v1/batches: stream the file back from storage, validate every line, write one
+chunk row per 8 items naming its lines of the file, queue one message per chunk on
+Redis) and reads the API process's peak RSS (``VmHWM`` in /proc). Then it claims 200
+of the chunks as a worker does, which writes their items, and again once they exist,
+three times (``claim_costs``): the work the request no longer does, as the worker pays it.
+Targets: >= 20,000 lines/s for the batch creation, peak RSS under 300 MB. Prints a
+table and, with ``--write``, records it in bench/README.md.
 
     python -m bench.ingest            # 50,000 lines, SQLite and PostgreSQL
     python -m bench.ingest --quick    # smoke mode for CI (2,000 lines, checks the direction only)
@@ -24,6 +27,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,7 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+import sqlalchemy
 
 README = Path(__file__).with_name("README.md")
 REPO = Path(__file__).resolve().parents[1]
@@ -179,9 +184,72 @@ def run_one(backend: str, db_url: str, broker: str, data: Path, lines: int, work
     queued = client.llen(f"gen.{MODEL}")
     client.flushdb()
     assert queued == -(-lines // 8), queued  # one message per chunk of 8
-    return {"backend": backend, "lines": lines, "upload_s": upload_s, "create_s": create_s,
+    claims = claim_costs(db_url, f"file://{work}/objects", min(200, queued))
+    return {**claims, "backend": backend, "lines": lines, "upload_s": upload_s, "create_s": create_s,
             "create_cpu_s": create_cpu_s, "lines_per_cpu_s": lines / max(create_cpu_s, 1e-9),
             "lines_per_s": lines / create_s, "idle_mb": idle_mb, "peak_mb": peak_mb, "queued": queued}
+
+
+def claim_costs(db_url: str, storage_url: str, chunks: int, rounds: int = 3) -> dict[str, float]:
+    """What the submit no longer does moves to the worker: the claim of a chunk now writes its items
+    (reads its bytes of the input file, parses and expands its lines, inserts them). Claims the first
+    ``chunks`` chunks as a worker does (one transaction each), then hands them back and claims them
+    again, when their items exist; then deletes the items and restores the chunks, ``rounds`` times
+    (interleaved: the machine's speed drifts). Returns the medians in ms per chunk."""
+    from sqlalchemy.orm import Session
+
+    from factory.batches import service as batches_service
+    from factory.config import Settings
+    from factory.db.models import Chunk, ChunkState, Item, Job
+    from factory.db.session import session_scope
+    from factory.jobs import execution
+    from factory.storage import open_store
+
+    settings = Settings(database_url=db_url, storage_url=storage_url)
+    store = open_store(settings)
+    with session_scope(db_url) as session:
+        saved = {c.id: c.pending_lines for c in session.scalars(
+            sqlalchemy.select(Chunk).order_by(Chunk.seq).limit(chunks))}
+    ids = list(saved)
+
+    def claim(chunk_id: str) -> execution.ClaimedChunk | None:
+        """As generate_chunk claims: a deferred chunk's claim asks for its lines, is rolled back, the lines
+        are read outside any transaction, and the claim is made again, writing the items."""
+        source: bytes | None = None
+
+        def write(session: Session, job: Job, chunk: Chunk) -> int:
+            if source is None:
+                raise execution.SourceNeeded(execution.DeferredItems(job.kind, job.options, chunk.pending_lines or {}))
+            return batches_service.write_chunk_items(session, settings, store, job, chunk, data=source)
+
+        while True:
+            try:
+                with session_scope(db_url) as session:
+                    claimed = execution.claim(session, chunk_id, "bench", 60, write_items=write)
+                    assert claimed is not None and len(claimed.items) == 8, chunk_id
+                    return claimed
+            except execution.SourceNeeded as need:
+                source = batches_service.read_chunk_lines(store, need.deferred.options, need.deferred.pending_lines)
+
+    def claim_all(times: list[float]) -> None:
+        for chunk_id in ids:
+            start = time.perf_counter()
+            claim(chunk_id)
+            times.append(time.perf_counter() - start)
+        with session_scope(db_url) as session:  # handed back
+            session.execute(sqlalchemy.update(Chunk).where(Chunk.id.in_(ids))
+                            .values(state=ChunkState.PENDING, lease_owner=None, lease_expires_at=None))
+
+    writing: list[float] = []
+    written: list[float] = []
+    for _ in range(rounds):
+        claim_all(writing)  # the items are written by these claims...
+        claim_all(written)  # ...and exist for these
+        with session_scope(db_url) as session:
+            session.execute(sqlalchemy.delete(Item).where(Item.chunk_id.in_(ids)))
+            for chunk_id, pending in saved.items():
+                session.execute(sqlalchemy.update(Chunk).where(Chunk.id == chunk_id).values(pending_lines=pending))
+    return {"claim_write_ms": statistics.median(writing) * 1000, "claim_read_ms": statistics.median(written) * 1000}
 
 
 def median_run(repeat: int, run: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
@@ -224,13 +292,15 @@ def main() -> None:
             rows.append(median_run(repeat, on_postgres))
     header = ("| database | lines | file (MB) | upload (s) | validate + enqueue (s) | runs (s) | lines/s "
               "| vs 20,000 target | API CPU (s) | lines per API CPU-second | API RSS idle (MB) | API peak RSS (MB) "
-              "| vs 300 MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| vs 300 MB | worker claim writing a chunk's items (ms) | claim, items written (ms) |"
+              "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     table = "\n".join([header] + [
         f"| {r['backend']} | {r['lines']:,} | {size / 1e6:.1f} | {r['upload_s']:.2f} | {r['create_s']:.2f} "
         f"| {r['spread']} | {r['lines_per_s']:,.0f} | **{r['lines_per_s'] / TARGET_LINES_PER_S:.2f}x** "
         f"| {r['create_cpu_s']:.2f} "
         f"| {r['lines_per_cpu_s']:,.0f} | {r['idle_mb']:.0f} | {r['peak_mb']:.0f} "
-        f"| **{r['peak_mb'] / TARGET_RSS_MB:.2f}x** |" for r in rows])
+        f"| **{r['peak_mb'] / TARGET_RSS_MB:.2f}x** | {r['claim_write_ms']:.1f} | {r['claim_read_ms']:.1f} |"
+        for r in rows])
     meta = (f"median of {repeat} run(s) per database, each in a fresh uvicorn process (and database); chunk size 8 "
             f"({rows[0]['queued']:,} messages on Redis), local file storage; "
             f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}; "
