@@ -457,16 +457,56 @@ def write_unclaimed_items(session: Session, settings: Settings, store: ObjectSto
     """Before the files are rendered: the items of chunks that ended unclaimed (cancelled, expired,
     failed), so that their lines are answered in the error file. Returns how many were written."""
     written = 0
-    for chunk in JobRepository(session).unwritten_chunks(job.id, (ChunkState.CANCELLED, ChunkState.FAILED)):
-        failed = chunk.state == ChunkState.FAILED
+    chunks = JobRepository(session).unwritten_chunks(job.id, (ChunkState.CANCELLED, ChunkState.FAILED))
+    for group in read_groups(chunks):
+        first, last = group[0].pending_lines, group[-1].pending_lines
+        assert first is not None and last is not None
+        span = {"offset": first["offset"], "length": last["offset"] + last["length"] - first["offset"]}
         try:
-            written += write_chunk_items(session, settings, store, job, chunk,
-                                         state=ItemState.FAILED if failed else ItemState.CANCELLED,
-                                         error=chunk.last_error if failed else None)
+            data: bytes | None = read_chunk_lines(store, job.options, span)
         except UnreadableChunk:
-            log.error("batch job %s: the lines of chunk %s cannot be read back; they are missing from the "
-                      "output and error files", job.id, chunk.id)
+            data = None
+        for chunk in group:
+            failed = chunk.state == ChunkState.FAILED
+            pending = chunk.pending_lines
+            assert pending is not None
+            start = pending["offset"] - span["offset"]
+            try:
+                if data is None:
+                    raise UnreadableChunk("the input file is gone")
+                written += write_chunk_items(session, settings, store, job, chunk,
+                                             data=data[start:start + pending["length"]],
+                                             state=ItemState.FAILED if failed else ItemState.CANCELLED,
+                                             error=chunk.last_error if failed else None)
+            except UnreadableChunk:
+                log.error("batch job %s: the lines of chunk %s cannot be read back; they are missing from the "
+                          "output and error files", job.id, chunk.id)
     return written
+
+
+# One range read covers consecutive unclaimed chunks up to this span, skipping gaps (claimed chunks'
+# lines) of at most READ_GAP_BYTES: a batch cancelled early has thousands of chunks to answer.
+READ_SPAN_BYTES = 8 << 20
+READ_GAP_BYTES = 256 << 10
+
+
+def read_groups(chunks: list[Chunk]) -> Iterator[list[Chunk]]:
+    """``chunks`` (in file order, each with its ``pending_lines``) grouped for one range read each."""
+    group: list[Chunk] = []
+    start = end = 0
+    for chunk in chunks:
+        pending = chunk.pending_lines
+        assert pending is not None
+        offset, stop = pending["offset"], pending["offset"] + pending["length"]
+        if group and not (end <= offset <= end + READ_GAP_BYTES and stop - start <= READ_SPAN_BYTES):
+            yield group
+            group = []
+        if not group:
+            start = offset
+        group.append(chunk)
+        end = stop
+    if group:
+        yield group
 
 
 # --- finalizing (runs in the worker's finalize step) -------------------------------------

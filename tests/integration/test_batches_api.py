@@ -337,6 +337,50 @@ def test_cancel_stops_pending_lines_and_queues_finalization(client: TestClient, 
     assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
 
 
+class CountingStore:
+    """The real store, counting its range reads."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.ranges = store, 0
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        self.ranges += 1
+        return bytes(self.store.get_range(key, offset, length))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize(("span_chunks", "reads"), [(None, 1), (2, 5)])
+def test_a_cancelled_batch_answers_its_unclaimed_lines_with_few_reads(
+        client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch, span_chunks: int | None,
+        reads: int) -> None:
+    # chunk_size 2: ten chunks of two lines; the third is claimed before the cancel.
+    custom_ids = [f"c{i:02d}" for i in range(20)]
+    batch = create(client, upload(client, jsonl([chat(c, content="x" * 150) for c in custom_ids]))["id"]).json()
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
+        chunks = list(s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)))
+        lengths = {c.pending_lines and c.pending_lines["length"] for c in chunks}
+        assert len(chunks) == 10 and len(lengths) == 1
+        if span_chunks is not None:
+            monkeypatch.setattr(batches_service, "READ_SPAN_BYTES", span_chunks * lengths.pop())
+        assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunks[2]) == 2
+        s.commit()
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
+    store = CountingStore(open_store(settings))
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
+        # Nine chunks answered in one read, the claimed chunk's lines read over (or, a span of two chunks:
+        # 0-1 | 3-4 | 5-6 | 7-8 | 9).
+        assert batches_service.write_unclaimed_items(s, settings, store, job) == 18  # type: ignore[arg-type]
+        assert store.ranges == reads
+        items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
+        assert [(i.key, i.seq) for i in items] == [(c, n) for n, c in enumerate(custom_ids)]
+        assert {i.state for i in items} == {ItemState.CANCELLED}  # the claimed chunk's by the cancel itself
+        assert [i.prompt for i in items] == ["x" * 150] * 20
+
+
 def test_a_batch_past_its_window_expires_when_read(db_url: str, broker_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                         chunk_size=2, batch_window_override_s=0.2)
