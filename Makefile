@@ -40,6 +40,7 @@ test: install $(COMPOSE_VENV)/.installed
 	FACTORY_COMPOSE_VENV=$(COMPOSE_VENV) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --quick
 	$(BIN)/python -m bench.ingest --quick
+	$(BIN)/python -m bench.finalize --quick
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --quick
 
@@ -49,6 +50,7 @@ test-fast: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --write
 	$(BIN)/python -m bench.ingest --write
+	$(BIN)/python -m bench.finalize --write
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --write
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --write
 

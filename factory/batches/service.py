@@ -458,55 +458,51 @@ def write_unclaimed_items(session: Session, settings: Settings, store: ObjectSto
     failed), so that their lines are answered in the error file. Returns how many were written."""
     written = 0
     chunks = JobRepository(session).unwritten_chunks(job.id, (ChunkState.CANCELLED, ChunkState.FAILED))
-    for group in read_groups(chunks):
-        first, last = group[0].pending_lines, group[-1].pending_lines
-        assert first is not None and last is not None
-        span = {"offset": first["offset"], "length": last["offset"] + last["length"] - first["offset"]}
+    pendings = [c.pending_lines for c in chunks if c.pending_lines is not None]
+    for chunk, data in zip(chunks, read_spans(store, job.options[INPUT_KEY], pendings), strict=True):
+        failed = chunk.state == ChunkState.FAILED
         try:
-            data: bytes | None = read_chunk_lines(store, job.options, span)
+            if data is None:
+                raise UnreadableChunk("the input file is gone")
+            written += write_chunk_items(session, settings, store, job, chunk, data=data,
+                                         state=ItemState.FAILED if failed else ItemState.CANCELLED,
+                                         error=chunk.last_error if failed else None)
         except UnreadableChunk:
-            data = None
-        for chunk in group:
-            failed = chunk.state == ChunkState.FAILED
-            pending = chunk.pending_lines
-            assert pending is not None
-            start = pending["offset"] - span["offset"]
-            try:
-                if data is None:
-                    raise UnreadableChunk("the input file is gone")
-                written += write_chunk_items(session, settings, store, job, chunk,
-                                             data=data[start:start + pending["length"]],
-                                             state=ItemState.FAILED if failed else ItemState.CANCELLED,
-                                             error=chunk.last_error if failed else None)
-            except UnreadableChunk:
-                log.error("batch job %s: the lines of chunk %s cannot be read back; they are missing from the "
-                          "output and error files", job.id, chunk.id)
+            log.error("batch job %s: the lines of chunk %s cannot be read back; they are missing from the "
+                      "output and error files", job.id, chunk.id)
     return written
 
 
-# One range read covers consecutive unclaimed chunks up to this span, skipping gaps (claimed chunks'
-# lines) of at most READ_GAP_BYTES: a batch cancelled early has thousands of chunks to answer.
+# One range read covers consecutive chunks up to this span, reading over gaps (claimed chunks' lines)
+# of at most READ_GAP_BYTES: a batch cancelled early has thousands of unclaimed chunks to answer.
 READ_SPAN_BYTES = 8 << 20
 READ_GAP_BYTES = 256 << 10
 
 
-def read_groups(chunks: list[Chunk]) -> Iterator[list[Chunk]]:
-    """``chunks`` (in file order, each with its ``pending_lines``) grouped for one range read each."""
-    group: list[Chunk] = []
-    start = end = 0
-    for chunk in chunks:
-        pending = chunk.pending_lines
-        assert pending is not None
-        offset, stop = pending["offset"], pending["offset"] + pending["length"]
-        if group and not (end <= offset <= end + READ_GAP_BYTES and stop - start <= READ_SPAN_BYTES):
-            yield group
+def read_spans(store: ObjectStore, key: str, pendings: list[dict[str, Any]], *,
+               span_bytes: int | None = None) -> Iterator[bytes | None]:
+    """Each chunk's bytes of the input file (``pendings``: their ``pending_lines``, in file order), in
+    few range reads; None for a chunk whose bytes cannot be read (the file is gone)."""
+    limit = READ_SPAN_BYTES if span_bytes is None else span_bytes
+    group: list[dict[str, Any]] = []
+    for pending in [*pendings, None]:
+        if group and (pending is None or not _extends(group, pending, limit)):
+            start = group[0]["offset"]
+            try:
+                data: bytes | None = store.get_range(key, start, group[-1]["offset"] + group[-1]["length"] - start)
+            except NotFound:
+                data = None
+            for p in group:
+                yield None if data is None else data[p["offset"] - start:p["offset"] - start + p["length"]]
             group = []
-        if not group:
-            start = offset
-        group.append(chunk)
-        end = stop
-    if group:
-        yield group
+        if pending is not None:
+            group.append(pending)
+
+
+def _extends(group: list[dict[str, Any]], pending: dict[str, Any], limit: int) -> bool:
+    end = group[-1]["offset"] + group[-1]["length"]
+    return (end <= pending["offset"] <= end + READ_GAP_BYTES
+            and pending["offset"] + pending["length"] - group[0]["offset"] <= limit)
 
 
 # --- finalizing (runs in the worker's finalize step) -------------------------------------

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from factory.batches import lines as batch_lines
+from factory.batches import service as batches_service
 from factory.batches.chunks import ChunkPlanner, InputChanged, chunk_items, clean_line
 from factory.batches.lines import LineContext, expand, parse_line
 from factory.config import Settings
+from factory.errors import NotFound
 
 MODEL = "smollm2-135m-instruct"
 
@@ -153,3 +155,36 @@ def test_a_line_whose_expansion_breaks_fails_alone(monkeypatch: pytest.MonkeyPat
     got = [(s.key, s.error) for _, s in read_back(data, chunk, ctx())]
     assert got == [("a", None), ("b", "expansion_failed: the line could not be turned into requests"),
                    ("c", None)]
+
+
+class BytesStore:
+    """In-memory ``get_range`` over one object, counting reads (NotFound for any other key)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.reads = data, []  # type: ignore[var-annotated]
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if key != "in":
+            raise NotFound("object not found")
+        self.reads.append((offset, length))
+        return self.data[offset:offset + length]
+
+
+def test_read_spans_returns_each_chunks_bytes_in_few_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches_service, "READ_GAP_BYTES", 10)
+    data = bytes(range(256)) * 4
+    # Chunks at 0-99 and 100-149, a gap of 10 (read over), 160-199, a gap of 11 (a new read), 211-299.
+    pendings = [{"offset": o, "length": n} for o, n in [(0, 100), (100, 50), (160, 40), (211, 89)]]
+    store = BytesStore(data)
+    got = list(batches_service.read_spans(store, "in", pendings))  # type: ignore[arg-type]
+    assert got == [data[p["offset"]:p["offset"] + p["length"]] for p in pendings]
+    assert store.reads == [(0, 200), (211, 89)]
+    # A span limit splits a run of consecutive chunks; 0 reads each chunk alone.
+    store.reads = []
+    assert list(batches_service.read_spans(store, "in", pendings, span_bytes=150)) == got  # type: ignore[arg-type]
+    assert store.reads == [(0, 150), (160, 40), (211, 89)]
+    store.reads = []
+    assert list(batches_service.read_spans(store, "in", pendings, span_bytes=0)) == got  # type: ignore[arg-type]
+    assert len(store.reads) == 4
+    # The file gone: every chunk answers None.
+    assert list(batches_service.read_spans(store, "gone", pendings)) == [None] * 4  # type: ignore[arg-type]
