@@ -554,8 +554,10 @@ def finalize_batch(session: Session, store: ObjectStore, job: Job) -> list[str]:
                 file_ids[which] = file_id
     batch.output_file_id, batch.error_file_id = file_ids[OUTPUT], file_ids[ERROR]
     batch.usage = tally.usage()
-    if files_service.find_file(session, batch.tenant_id, batch.input_file_id) is None:
-        store.delete(job.options[INPUT_KEY])  # deleted by the user while the batch ran (files_service.delete_file)
+    # Deleted by the user while the batch ran (files_service.delete_file): the content goes now. The lock
+    # orders this against a delete at the same moment, which then sees the batch finished.
+    if files_service.find_file(session, batch.tenant_id, batch.input_file_id, lock=True) is None:
+        store.delete(job.options[INPUT_KEY])
     if expired:
         batch.expired_at = batch.expired_at or now
     if not batch.webhook_url:

@@ -16,9 +16,9 @@ class FileRepository:
         self.session.add(row)
         self.session.flush()
 
-    def get(self, tenant_id: str, file_id: str) -> StoredFile | None:
-        return self.session.scalar(select(StoredFile).where(StoredFile.id == file_id,
-                                                            StoredFile.tenant_id == tenant_id))
+    def get(self, tenant_id: str, file_id: str, *, lock: bool = False) -> StoredFile | None:
+        stmt = select(StoredFile).where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id)
+        return self.session.scalar(stmt.with_for_update() if lock else stmt)
 
     def page(self, tenant_id: str, *, after: StoredFile | None, limit: int, newest_first: bool,
              purpose: str | None) -> list[StoredFile]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, BinaryIO
 
@@ -150,8 +150,9 @@ def get_file(session: Session, tenant_id: str, file_id: str) -> StoredFile:
     return row
 
 
-def find_file(session: Session, tenant_id: str, file_id: str) -> StoredFile | None:
-    return FileRepository(session).get(tenant_id, file_id)
+def find_file(session: Session, tenant_id: str, file_id: str, *, lock: bool = False) -> StoredFile | None:
+    """The file's row, or None; ``lock``: locked until the commit (PostgreSQL; SQLite has one writer)."""
+    return FileRepository(session).get(tenant_id, file_id, lock=lock)
 
 
 def get_data_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str, field: str) -> StoredFile:
@@ -188,18 +189,20 @@ def list_files(session: Session, tenant_id: str, *, after: str | None, limit: in
 
 
 def delete_file(session: Session, store: ObjectStore, tenant_id: str, file_id: str, *,
-                keep_content: bool = False) -> None:
-    """The object goes first: a crash in between leaves a row whose content is gone (a 404 on download),
-    never an object that no row names.
+                in_use: Callable[[], bool] | None = None) -> None:
+    """The row goes first, then the object, both before the commit: a crash in between leaves the row
+    (rolled back) or a row whose content is gone (a 404 on download), never an object that no row names.
 
-    ``keep_content``: the file is the input of a batch still running, whose workers read
-    their lines from it; the row goes now (the file is deleted for the user) and the batch
-    deletes the object when it ends (``batches.service.finalize_batch``).
+    ``in_use``: asked after the row is deleted, whether a batch still running reads its
+    lines from the file; then the content stays, and the batch deletes it when it ends
+    (``batches.service.finalize_batch``, which looks for the row under a lock). The
+    DELETE locks the row first, so of this and a batch finalizing at the same moment one
+    waits for the other's commit: the object is deleted by one of them, never by neither.
     """
-    row = get_file(session, tenant_id, file_id)
-    if not keep_content:
-        store.delete(row.storage_key)
+    key = get_file(session, tenant_id, file_id).storage_key
     FileRepository(session).delete(tenant_id, file_id)
+    if in_use is None or not in_use():
+        store.delete(key)
 
 
 def iter_content(store: ObjectStore, row: StoredFile) -> Iterator[bytes]:

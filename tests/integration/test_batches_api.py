@@ -6,6 +6,7 @@ No worker runs here: these tests check what the API writes and enqueues, and wha
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from sqlalchemy import select, update
 from factory.api.app import create_app
 from factory.batches import service as batches_service
 from factory.config import Settings
+from factory.db.base import DEFAULT_TENANT
 from factory.db.models import Batch, Chunk, IdempotencyKey, Item, ItemState, Job, JobStatus, OutboxMessage, StoredFile
 from factory.db.session import get_sessionmaker
+from factory.files import service as files_service
+from factory.jobs import execution
 from factory.storage import open_store
 from tests.rows import count_rows
 
@@ -242,6 +246,54 @@ def test_an_input_file_deleted_while_its_batch_runs_keeps_its_content_until_the_
         batches_service.finalize_batch(s, open_store(settings), job)
         s.commit()
     assert not open_store(settings).exists(key)
+
+
+@pytest.mark.parametrize("first", ["finalize", "delete"])
+def test_an_input_file_deleted_as_its_batch_finalizes_leaves_no_object_behind(
+        client: TestClient, settings: Settings, first: str) -> None:
+    """The delete and the finalize step at the same moment: whichever takes the file's row first, the
+    other waits for its commit, and one of them deletes the content."""
+    file = upload(client, jsonl([chat("a"), chat("b")]))
+    batch = create(client, file["id"]).json()
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
+    store = open_store(settings)
+    make_session = get_sessionmaker(settings.database_url)
+    with make_session() as s:
+        key = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one() \
+            .options[batches_service.INPUT_KEY]
+
+    def finalize(s: Any) -> None:
+        job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
+        batches_service.write_unclaimed_items(s, settings, store, job)
+        batches_service.finalize_batch(s, store, job)
+        execution.finish_job(s, job.id)
+
+    def delete(s: Any) -> None:
+        files_service.delete_file(s, store, DEFAULT_TENANT, file["id"],
+                                  in_use=lambda: batches_service.reads_input(s, DEFAULT_TENANT, file["id"]))
+
+    steps = {"finalize": finalize, "delete": delete}
+    second_step = steps["delete" if first == "finalize" else "finalize"]
+    with make_session() as holder:
+        steps[first](holder)  # holds the row (its lock, or SQLite's write lock) until it commits
+        done = threading.Event()
+
+        def second() -> None:
+            with make_session() as s:
+                second_step(s)
+                s.commit()
+            done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not done.wait(1.0)  # waits for the first to commit
+        assert store.exists(key)
+        holder.commit()
+    thread.join(30)
+    assert done.is_set()
+    assert not store.exists(key)
+    assert client.get(f"/v1/files/{file['id']}").status_code == 404
+    assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "cancelled"
 
 
 def test_bad_lines_fail_the_batch_naming_each_line_and_nothing_is_enqueued(client: TestClient,

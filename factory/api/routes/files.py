@@ -53,6 +53,6 @@ def get_file_content(file_id: str, session: SessionDep, settings: SettingsDep, t
 @router.delete("/{file_id}")
 def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileDeleted:
     files_service.delete_file(session, open_store(settings), tenant, file_id,
-                              keep_content=batches_service.reads_input(session, tenant, file_id))
+                              in_use=lambda: batches_service.reads_input(session, tenant, file_id))
     session.commit()
     return FileDeleted(id=file_id, deleted=True)
