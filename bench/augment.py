@@ -35,6 +35,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from bench.readme import write_section
 from factory.augmentation.schemas import FilterSpec
 from factory.db.models import Item, Job
 from workers.augment import eda, noise
@@ -44,8 +45,6 @@ from workers.kinds.augmentation import AugmentationHandler
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "augmentation" / "intents.csv"
-README = Path(__file__).with_name("README.md")
-MARK_START, MARK_END = "<!-- augment:start -->", "<!-- augment:end -->"
 TARGET_ROWS_PER_S = 2000
 
 
@@ -143,9 +142,7 @@ def main() -> None:
     if not args.quick:
         assert eda_rate >= TARGET_ROWS_PER_S, f"EDA ran {eda_rate:.0f} rows/s, under {TARGET_ROWS_PER_S}"
     if args.write:
-        text = README.read_text()
-        begin, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-        README.write_text(text[:begin] + "\n" + table + "\n\n" + meta + "\n" + text[end:])
+        write_section("augment", table, meta)
 
 
 def filters_row(rows: list[tuple[str, str, str]]) -> tuple[str, int, float]:

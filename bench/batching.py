@@ -16,13 +16,13 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
 
+from bench.readme import write_section
 from factory.config import Settings
 from factory.models import registry
 from workers.generators.base import GenerationRequest
@@ -31,8 +31,6 @@ from workers.model_store import materialize
 
 NAMES = ["Ana", "Ben", "Chloé", "Dev", "Emma", "Farid", "Grace", "Hiro"]
 CITIES = ["Lisbon", "Denver", "Lyon", "Pune", "Oslo", "Calgary", "Wellington", "Sapporo"]
-README = Path(__file__).with_name("README.md")
-MARK_START, MARK_END = "<!-- batching:start -->", "<!-- batching:end -->"
 
 
 def requests(n: int, max_new_tokens: int) -> list[GenerationRequest]:
@@ -98,9 +96,7 @@ def main() -> None:
     if args.quick:
         assert all(r["speedup"] > 1.0 for _, _, r in rows), "batched generation was not faster"
     if args.write:
-        text = README.read_text()
-        start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-        README.write_text(text[:start] + "\n" + table + "\n\n" + meta + "\n" + text[end:])
+        write_section("batching", table, meta)
 
 
 if __name__ == "__main__":

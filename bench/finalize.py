@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.ingest import write_file
+from bench.readme import write_section
 from factory.batches.chunks import ChunkPlanner
 from factory.batches.service import READ_SPAN_BYTES, read_spans
 from factory.config import Settings
 from factory.storage import open_store
 from factory.storage.base import ObjectStore
 
-README = Path(__file__).with_name("README.md")
-MARK_START, MARK_END = "<!-- finalize:start -->", "<!-- finalize:end -->"
 KEY = "inputs/bench.jsonl"
 CHUNK_SIZE = 8
 
@@ -129,9 +128,7 @@ def main() -> None:
     if args.quick:
         assert all(r["grouped_reads"] < r["per_reads"] for r in rows), "grouping did not cut the reads"
     if args.write:
-        text = README.read_text()
-        start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-        README.write_text(text[:start] + "\n" + table + "\n\n" + meta + "\n" + text[end:])
+        write_section("finalize", table, meta)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,9 @@ import psycopg
 import redis
 import sqlalchemy
 
-README = Path(__file__).with_name("README.md")
+from bench.readme import write_section
+
 REPO = Path(__file__).resolve().parents[1]
-MARK_START, MARK_END = "<!-- ingest:start -->", "<!-- ingest:end -->"
 MODEL = "smollm2-135m-instruct"
 TARGET_LINES_PER_S = 20_000
 TARGET_RSS_MB = 300
@@ -310,9 +310,7 @@ def main() -> None:
     if args.quick:
         assert all(r["peak_mb"] < TARGET_RSS_MB for r in rows), "the API grew past 300 MB on a small file"
     if args.write:
-        text = README.read_text()
-        start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-        README.write_text(text[:start] + "\n" + table + "\n\n" + meta + "\n" + text[end:])
+        write_section("ingest", table, meta)
 
 
 if __name__ == "__main__":
