@@ -220,7 +220,7 @@ def claim_costs(db_url: str, storage_url: str, chunks: int, rounds: int = 3) -> 
         def write(session: Session, job: Job, chunk: Chunk) -> int:
             if source is None:
                 raise execution.SourceNeeded(execution.DeferredItems(job.kind, job.options, chunk.pending_lines or {}))
-            return batches_service.write_chunk_items(session, settings, store, job, chunk, data=source)
+            return batches_service.write_chunk_items(session, settings, job, chunk, source)
 
         while True:
             try:

@@ -412,22 +412,19 @@ def read_chunk_lines(store: ObjectStore, job_options: dict[str, Any], pending_li
         raise UnreadableChunk(f"the batch's input file cannot be read back: {exc}") from exc
 
 
-def write_chunk_items(session: Session, settings: Settings, store: ObjectStore, job: Job, chunk: Chunk, *,
-                      data: bytes | None = None, state: ItemState = ItemState.PENDING,
-                      error: str | None = None) -> int:
+def write_chunk_items(session: Session, settings: Settings, job: Job, chunk: Chunk, data: bytes, *,
+                      state: ItemState = ItemState.PENDING, error: str | None = None) -> int:
     """Write the items of a chunk planned at submit from its lines of the input file; returns how many.
 
     Runs in the caller's transaction: the claim's (pending items, to generate), or the
     finalize step's for a chunk that ended before anyone claimed it (``state``
-    cancelled, or failed with ``error``). ``data``: the chunk's bytes, read before
-    (``read_chunk_lines``; a chunk's range never changes), else read here. Raises
-    ``UnreadableChunk`` if the stored file is gone or no longer what was validated.
+    cancelled, or failed with ``error``). ``data``: the chunk's bytes, read before and
+    outside the transaction (``read_chunk_lines``, ``read_spans``; a chunk's range never
+    changes). Raises ``UnreadableChunk`` if the stored file is no longer what was validated.
     """
     pending = chunk.pending_lines
     if pending is None:
         return 0
-    if data is None:
-        data = read_chunk_lines(store, job.options, pending)
     try:
         # The job's model was checked against the allow-list at submit: lines naming it pass as they are.
         ctx = LineContext(settings=settings, batch_seed=job.seed, model=job.model)
@@ -464,7 +461,7 @@ def write_unclaimed_items(session: Session, settings: Settings, store: ObjectSto
         try:
             if data is None:
                 raise UnreadableChunk("the input file is gone")
-            written += write_chunk_items(session, settings, store, job, chunk, data=data,
+            written += write_chunk_items(session, settings, job, chunk, data,
                                          state=ItemState.FAILED if failed else ItemState.CANCELLED,
                                          error=chunk.last_error if failed else None)
         except UnreadableChunk:

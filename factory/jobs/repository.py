@@ -58,6 +58,11 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
                (Chunk.state == ChunkState.RUNNING) & (Chunk.lease_expires_at < now))
 
 
+def _unwritten(job_id: str, states: Sequence[ChunkState]) -> tuple[ColumnElement[bool], ...]:
+    """The job's chunks in ``states`` whose items were never written (``pending_lines`` still set)."""
+    return Chunk.job_id == job_id, Chunk.state.in_(list(states)), Chunk.pending_lines.is_not(None)
+
+
 class JobRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -167,20 +172,15 @@ class JobRepository:
 
     def unwritten_chunks(self, job_id: str, states: Sequence[ChunkState]) -> list[Chunk]:
         """Chunks in ``states`` whose items were never written (not claimed before they ended), in order."""
-        return list(self.session.scalars(
-            select(Chunk).where(Chunk.job_id == job_id, Chunk.state.in_(list(states)),
-                                Chunk.pending_lines.is_not(None)).order_by(Chunk.seq)
-        ))
+        return list(self.session.scalars(select(Chunk).where(*_unwritten(job_id, states)).order_by(Chunk.seq)))
 
     def add_to_item_count(self, job_id: str, delta: int) -> None:
         self.session.execute(update(Job).where(Job.id == job_id).values(item_count=Job.item_count + delta))
 
     def unwritten_lines(self, job_id: str, states: Sequence[ChunkState]) -> list[dict[str, Any]]:
         """The ``pending_lines`` of the job's chunks in ``states`` whose items were never written."""
-        return [p for p in self.session.scalars(
-            select(Chunk.pending_lines).where(Chunk.job_id == job_id, Chunk.state.in_(list(states)),
-                                              Chunk.pending_lines.is_not(None))
-        ) if p is not None]
+        return [p for p in self.session.scalars(select(Chunk.pending_lines).where(*_unwritten(job_id, states)))
+                if p is not None]
 
     def fail_unclaimed(self, chunk_id: str, reason: str) -> bool:
         """Fail a chunk nobody holds (pending, or its lease ran out); False if it is held or ended."""

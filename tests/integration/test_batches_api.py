@@ -153,7 +153,7 @@ def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestCli
         assert s.scalar(select(Item.id).where(Item.job_id == job.id)) is None
         # ...and the worker that claims a chunk writes its items from them.
         for chunk in chunks:
-            assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunk) == 2
+            assert claim_items(s, settings, job, chunk) == 2
         s.commit()
         assert all(c.pending_lines is None for c in s.scalars(select(Chunk).where(Chunk.job_id == job.id)))
         items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
@@ -168,6 +168,13 @@ def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestCli
         assert items[0].request is not None and items[0].request["params"]["max_new_tokens"] == 8
     assert _queued(settings) == ["factory.generate_chunk"] * 3
     assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "in_progress"
+
+
+def claim_items(s: Any, settings: Settings, job: Job, chunk: Chunk) -> int:
+    """What a worker's claim does with a deferred chunk: read its lines of the input file, write its items."""
+    assert chunk.pending_lines is not None
+    data = batches_service.read_chunk_lines(open_store(settings), job.options, chunk.pending_lines)
+    return batches_service.write_chunk_items(s, settings, job, chunk, data)
 
 
 def _line_spans(settings: Settings, job: Job) -> list[tuple[int, int]]:
@@ -196,7 +203,7 @@ def test_a_line_bigger_than_a_chunk_is_written_at_submit_and_the_others_when_cla
         assert [(i.key, i.variant, i.seq, i.chunk_id) for i in written] == [
             ("b", 0, 1, chunks[1].id), ("b", 1, 2, chunks[1].id), ("b", 2, 3, chunks[2].id)]
         # The last chunk is claimed first and its line succeeds: the only line finished so far.
-        assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunks[3]) == 1
+        assert claim_items(s, settings, job, chunks[3]) == 1
         s.execute(update(Item).where(Item.job_id == job.id, Item.key == "c")
                   .values(state=ItemState.SUCCEEDED, text="hi"))
         s.commit()
@@ -217,7 +224,7 @@ def test_a_line_the_worker_no_longer_expands_is_one_failed_item_and_the_totals_f
     with get_sessionmaker(settings.database_url)() as s:
         job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
         chunks = list(s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)))
-        assert [batches_service.write_chunk_items(s, stricter, open_store(settings), job, c) for c in chunks] == [1, 1]
+        assert [claim_items(s, stricter, job, c) for c in chunks] == [1, 1]
         s.commit()
         items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
         assert [(i.key, i.state) for i in items] == [("a", ItemState.FAILED), ("b", ItemState.PENDING)]
@@ -241,7 +248,7 @@ def test_an_input_file_deleted_while_its_batch_runs_keeps_its_content_until_the_
         assert open_store(settings).exists(key)  # the workers still read their lines from it
         chunk = s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)).first()
         assert chunk is not None
-        assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunk) == 2
+        assert claim_items(s, settings, job, chunk) == 2
         # Once the batch is finalized, the content goes too.
         batches_service.finalize_batch(s, open_store(settings), job)
         s.commit()
@@ -417,7 +424,7 @@ def test_a_cancelled_batch_answers_its_unclaimed_lines_with_few_reads(
         assert len(chunks) == 10 and len(lengths) == 1
         if span_chunks is not None:
             monkeypatch.setattr(batches_service, "READ_SPAN_BYTES", span_chunks * lengths.pop())
-        assert batches_service.write_chunk_items(s, settings, open_store(settings), job, chunks[2]) == 2
+        assert claim_items(s, settings, job, chunks[2]) == 2
         s.commit()
     assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
     store = CountingStore(open_store(settings))

@@ -59,9 +59,10 @@ class BatchHandler(KindHandler):
 
     def write_items(self, session: Session, settings: Settings, store: ObjectStore, job: Job, chunk: Chunk,
                     source: bytes | None) -> int:
-        if source is None or chunk.pending_lines is None:
-            raise SourceNeeded(DeferredItems(job.kind, dict(job.options), dict(chunk.pending_lines or {})))
-        return batches_service.write_chunk_items(session, settings, store, job, chunk, data=source)
+        if source is None:
+            assert chunk.pending_lines is not None  # the claim asks only for deferred chunks
+            raise SourceNeeded(DeferredItems(job.kind, dict(job.options), dict(chunk.pending_lines)))
+        return batches_service.write_chunk_items(session, settings, job, chunk, source)
 
     def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
         """Items of the chunks that ended unclaimed (cancelled, expired), manifest, augment lines'
