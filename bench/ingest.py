@@ -44,6 +44,8 @@ import redis
 import sqlalchemy
 
 from bench.readme import write_section
+from factory.auth.service import create_key
+from factory.db.session import session_scope
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
@@ -157,12 +159,20 @@ def api_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
             proc.wait(30)
 
 
+def bench_key_headers(db_url: str) -> dict[str, str]:
+    """A key of its own for the run (the API process has migrated the database by now)."""
+    with session_scope(db_url) as session:
+        _, secret = create_key(session, "bench", "bench.ingest", ("read", "write"), expires_in_days=1)
+    return {"Authorization": f"Bearer {secret}"}
+
+
 def run_one(backend: str, db_url: str, broker: str, data: Path, lines: int, work: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
     env.update(FACTORY_DATABASE_URL=db_url, FACTORY_BROKER_URL=broker, FACTORY_STORAGE_URL=f"file://{work}/objects",
                FACTORY_BATCH_MAX_LINES=str(max(lines, 50_000)), PYTHONUNBUFFERED="1")
     redis.Redis.from_url(broker).flushdb()  # a database of its own (see main), emptied first
-    with api_process(env, work / f"api-{backend}.log") as (url, pid), httpx.Client(base_url=url, timeout=600) as http:
+    with api_process(env, work / f"api-{backend}.log") as (url, pid), \
+            httpx.Client(base_url=url, timeout=600, headers=bench_key_headers(db_url)) as http:
         idle_mb = current_rss_mb(pid)
         start = time.perf_counter()
         with data.open("rb") as fh:
@@ -201,7 +211,6 @@ def claim_costs(db_url: str, storage_url: str, chunks: int, rounds: int = 3) -> 
     from factory.batches import service as batches_service
     from factory.config import Settings
     from factory.db.models import Chunk, ChunkState, Item, Job
-    from factory.db.session import session_scope
     from factory.jobs import execution
     from factory.storage import open_store
 

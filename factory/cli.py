@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from factory import embedded_redis
+from factory.auth.cli import keys_app
 from factory.client import ApiError, FactoryClient, load_campaign_file, load_job_file
 from factory.config import Settings, get_settings
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Content factory: bulk text generation over a job queue.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 console = Console()
+app.add_typer(keys_app, name="keys")
 
 ApiUrl = Annotated[str, typer.Option(envvar="FACTORY_API_URL", help="Base URL of the factory API.")]
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -461,6 +463,7 @@ def demo(
     from factory.db.migrate import upgrade
 
     upgrade(settings.database_url)
+    api_key = _demo_key(settings)
     port = _free_port()
     env = os.environ.copy()
     logs = settings.data_dir / "logs"
@@ -473,7 +476,7 @@ def demo(
         worker_proc = subprocess.Popen([*factory_cmd, "worker", "--loglevel", "WARNING"], env=env,
                                        stdout=worker_log, stderr=subprocess.STDOUT)
         try:
-            ok = _run_demo_job(FactoryClient(f"http://127.0.0.1:{port}"), job_file, settings, timeout,
+            ok = _run_demo_job(FactoryClient(f"http://127.0.0.1:{port}", api_key=api_key), job_file, settings, timeout,
                                [api_proc, worker_proc])
         finally:
             _stop(worker_proc)
@@ -482,6 +485,19 @@ def demo(
                 embedded_redis.stop(settings.data_dir)
     if not ok:
         raise typer.Exit(1)
+
+
+DEMO_TENANT = "demo"
+
+
+def _demo_key(settings: Settings) -> str:
+    """A day-long key of the demo tenant: the demo's API asks for keys like any other."""
+    from factory.auth.service import create_key
+    from factory.db.session import session_scope
+
+    with session_scope(settings.database_url) as session:
+        _, secret = create_key(session, DEMO_TENANT, "make demo", ("read", "write"), expires_in_days=1)
+    return secret
 
 
 def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, timeout: float,
@@ -517,10 +533,11 @@ def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, tim
     from factory.storage.keys import job_results_prefix
 
     store = open_store(settings)
-    shards = list(store.list_keys(job_results_prefix("default", job["id"])))
+    shards = list(store.list_keys(job_results_prefix(DEMO_TENANT, job["id"])))
     console.print(f"{len(lines)} results; database: {settings.database_url}")
     console.print(f"JSONL shards ({len(shards)}): {store.describe(shards[0]) if shards else '-'} ...")
-    console.print(f"all results: factory results {job['id']} (while an API runs)")
+    console.print(f"all results: factory results {job['id']} (while an API runs, with FACTORY_API_KEY set to a key "
+                  f"of tenant '{DEMO_TENANT}': factory keys create --tenant {DEMO_TENANT})")
     return len(lines) == job["counts"]["total"]
 
 

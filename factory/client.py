@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,12 @@ class ApiError(RuntimeError):
 
 
 class FactoryClient:
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+    """``api_key`` defaults to ``FACTORY_API_KEY`` from the environment, as the openai SDK reads ``OPENAI_API_KEY``."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0, api_key: str | None = None) -> None:
+        key = api_key or os.environ.get("FACTORY_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
     def _check(self, resp: httpx.Response) -> Any:
         if resp.status_code >= 400:

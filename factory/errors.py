@@ -17,10 +17,33 @@ class FactoryError(Exception):
         self.message = message
         self.field = field
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer must carry (a challenge, a retry delay)."""
+        return {}
+
 
 class InvalidInput(FactoryError):
     status_code = 422
     code = "invalid_input"
+
+
+class Unauthorized(FactoryError):
+    """No usable API key: missing, malformed, unknown, revoked or expired."""
+
+    status_code = 401
+    code = "invalid_api_key"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="factory"'}
+
+
+class Forbidden(FactoryError):
+    """A valid key without the scope this request needs."""
+
+    status_code = 403
+    code = "insufficient_scope"
 
 
 class NotFound(FactoryError):

@@ -6,11 +6,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from factory import __version__
 from factory.api import errors
+from factory.api.authentication import AuthenticationMiddleware
+from factory.api.deps import get_principal
 from factory.api.idempotency import IdempotencyMiddleware
 from factory.api.routes import (
     admin,
@@ -22,6 +24,7 @@ from factory.api.routes import (
     files,
     health,
     jobs,
+    keys,
     templates,
 )
 from factory.config import Settings, get_settings
@@ -48,8 +51,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.settings = settings
     errors.install(app)
 
-    # Added first, so it runs inside the size limit below.
+    # Starlette runs the middleware added last first: the size limit below, then the API key check,
+    # then idempotency (whose stored responses are per tenant, so it needs the caller).
     app.add_middleware(IdempotencyMiddleware, settings=settings)
+    app.add_middleware(AuthenticationMiddleware, settings=settings)
 
     @app.middleware("http")
     async def limit_body_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -65,13 +70,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         return await call_next(request)
 
     app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(admin.router)
-    app.include_router(files.router)
-    app.include_router(batches.router)
-    app.include_router(chat.router)
-    app.include_router(templates.router)
-    app.include_router(brands.router)
-    app.include_router(campaigns.router)
-    app.include_router(augmentation.router)
+    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation):
+        app.include_router(domain.router, dependencies=[Depends(get_principal)])
     return app

@@ -1,16 +1,18 @@
-"""Annotated dependencies: settings, a request-scoped session, the tenant."""
+"""Annotated dependencies: settings, a request-scoped session, the caller and its tenant."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from factory.auth.principal import Principal
 from factory.config import Settings
-from factory.db.base import DEFAULT_TENANT
 from factory.db.session import get_sessionmaker
+from factory.errors import Unauthorized
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -20,10 +22,34 @@ def get_app_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
+# Declares the bearer scheme in the OpenAPI document; the check itself is AuthenticationMiddleware's.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `factory keys create` prints one.")
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """One session per request; routes commit explicitly, anything else rolls back."""
+
+def get_principal(request: Request,
+                  _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None) -> Principal:
+    """The caller, as AuthenticationMiddleware found it (it has already refused anyone else)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # a route outside the middleware's reach: refuse rather than guess a tenant
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", field="authorization")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_tenant(principal: PrincipalDep) -> str:
+    """The tenant every repository call of this request is scoped to: the API key's."""
+    return principal.tenant_id
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_session(settings: SettingsDep, tenant: TenantDep) -> Iterator[Session]:
+    """One session per request, bound to the caller's tenant; routes commit explicitly, anything else rolls back."""
     session = get_sessionmaker(settings.database_url)()
+    session.info["tenant_id"] = tenant
     try:
         yield session
     finally:
@@ -32,11 +58,3 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_tenant() -> str:
-    """A single default tenant until API keys exist; every repository call already takes it."""
-    return DEFAULT_TENANT
-
-
-TenantDep = Annotated[str, Depends(get_tenant)]

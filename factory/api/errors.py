@@ -43,7 +43,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FactoryError)
     async def _factory_error(_: Request, exc: FactoryError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.field, status=exc.status_code),
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

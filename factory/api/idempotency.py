@@ -5,8 +5,9 @@ fingerprint is computed, so the decision is made before the route runs, then the
 route reads the spooled body as if it came from the client. Rules in
 ``factory.idempotency.service``. Replayed responses carry ``Idempotent-Replayed: true``.
 
-Keys are per tenant; there is one tenant (``DEFAULT_TENANT``) until API keys exist, and
-then this middleware must take the tenant from the same credential ``TenantDep`` reads.
+Keys are per tenant: the tenant is the caller's, which AuthenticationMiddleware (in
+front of this one) put in ``scope["state"]["principal"]``. A request that reached here
+without one (a public path) is not subject to idempotency.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from factory.api.errors import error_body
 from factory.config import Settings
-from factory.db.base import DEFAULT_TENANT
 from factory.db.session import get_sessionmaker
 from factory.idempotency import service
 
@@ -51,7 +51,8 @@ class IdempotencyMiddleware:
             return
         headers = Headers(scope=scope)
         key = headers.get("idempotency-key")
-        if key is None:
+        principal = scope.get("state", {}).get("principal")
+        if key is None or principal is None:
             await self.app(scope, receive, send)
             return
         if not service.valid_key(key):
@@ -64,12 +65,12 @@ class IdempotencyMiddleware:
             if not await self._spool_body(receive, send, spool, fingerprint):
                 return
             request_hash = fingerprint.hexdigest()
-            decision = await run_in_threadpool(self._begin, DEFAULT_TENANT, key, request_hash)
+            decision = await run_in_threadpool(self._begin, principal.tenant_id, key, request_hash)
             if decision.action != service.PROCEED:
                 await self._answer_without_running(send, decision)
                 return
             spool.seek(0)
-            await self._run(scope, receive, send, spool, DEFAULT_TENANT, key)
+            await self._run(scope, receive, send, spool, principal.tenant_id, key)
 
     async def _spool_body(self, receive: Receive, send: Send, spool: IO[bytes],
                           fingerprint: service.RequestFingerprint) -> bool:

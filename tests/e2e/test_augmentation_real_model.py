@@ -18,6 +18,7 @@ from sqlalchemy import select
 from factory.db.models import AugmentationVerdict, Item, ItemState
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
+from tests.keys import auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.services import REPO, SeaweedS3
 
@@ -49,7 +50,7 @@ def test_real_model_paraphrases_and_eda_become_a_filtered_loadable_dataset(
         FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE), FACTORY_CHUNK_SIZE="10",
     )
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        client = httpx.Client(base_url=url, timeout=60)
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))
         request.addfinalizer(client.close)
         created = client.post("/v1/jobs", json=_body())
         assert created.status_code == 202, created.text

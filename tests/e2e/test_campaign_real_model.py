@@ -17,6 +17,7 @@ import pytest
 
 from tests import campaign_data as data
 from tests.conftest import MODEL_CACHE
+from tests.keys import auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 
 # A few minutes on an idle 2-core CPU; the limit leaves room for a machine shared with other work.
@@ -35,7 +36,7 @@ def test_real_model_campaign_passes_its_checks(
         FACTORY_BROKER_VISIBILITY_TIMEOUT_S="2700",
     )
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        client = httpx.Client(base_url=url, timeout=60)
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))
         request.addfinalizer(client.close)
         assert client.post("/v1/brands", json=data.brand()).status_code == 201
         for name in ("autumn-email-segment", "autumn-sms-segment"):

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from factory.db.models import Batch, Item, Job
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
+from tests.keys import api_key
 from tests.processes import api_server, factory_env, worker
 from tests.services import SeaweedS3
 
@@ -100,7 +101,7 @@ def test_openai_sdk_batch_flow_with_the_real_model(
         FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE), FACTORY_CHUNK_SIZE="4",
     )
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        client = OpenAI(base_url=f"{url}/v1", api_key="test")
+        client = OpenAI(base_url=f"{url}/v1", api_key=api_key(pg_db))
         request.addfinalizer(client.close)
 
         good_file = client.files.create(file=("good.jsonl", jsonl(GOOD)), purpose="batch")

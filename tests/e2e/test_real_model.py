@@ -16,6 +16,7 @@ from sqlalchemy import select
 from factory.db.models import Item, ItemState, Job, JobStatus
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
+from tests.keys import auth_headers
 from tests.processes import api_server, factory_env, stack_env, wait_job, worker
 from tests.services import SeaweedS3
 
@@ -45,7 +46,7 @@ def test_real_model_job_lands_in_postgres_and_s3_with_provenance(
     env = stack_env(pg_db, broker_url, s3_server.endpoint, s3_bucket, FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE),
                     FACTORY_CHUNK_SIZE="4")
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        client = httpx.Client(base_url=url, timeout=60)
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))
         request.addfinalizer(client.close)
         first = client.post("/v1/jobs", json=BODY)
         assert first.status_code == 202, first.text

@@ -28,6 +28,7 @@ from factory.config import Settings
 from factory.db.models import Batch, Chunk, ChunkState
 from factory.db.session import get_sessionmaker
 from factory.storage import ObjectStore, open_store
+from tests.keys import auth_headers
 from tests.ledger import Ledger, Pair, check_batch_ledger, check_ledger
 from tests.processes import WorkerProcess, factory_env
 from tests.services import REPO, free_port
@@ -106,7 +107,8 @@ class FaultRig:
         port = free_port()
         self.api = self._spawn("api", ["-m", "uvicorn", "factory.api.app:create_app", "--factory", "--host",
                                        "127.0.0.1", "--port", str(port)])
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                   headers=auth_headers(self.database_url))
         self._api_up = False
 
     # --- processes ---------------------------------------------------------

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from factory.api.app import create_app
 from factory.config import Settings
+from tests.keys import api_test_client
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False)) as c:
+    with api_test_client(settings) as c:
         yield c

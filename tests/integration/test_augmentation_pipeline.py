@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from factory.db.models import AugmentationVerdict, Item, ItemState
 from factory.db.session import get_sessionmaker
+from tests.keys import auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.services import REPO, SeaweedS3
 from workers.kinds.augmentation import apply_rule
@@ -45,7 +46,7 @@ def test_example_job_via_cli_yields_k_variants_per_row_a_report_and_a_loadable_d
         match = re.search(r"job (job_[0-9a-f]{28}): 432 items queued", out.stdout)
         assert match, out.stdout
         job_id = match.group(1)
-        client = httpx.Client(base_url=url, timeout=60)
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))
         request.addfinalizer(client.close)
         job = wait_job(client, job_id, timeout=600)
         assert job["status"] == "succeeded", job

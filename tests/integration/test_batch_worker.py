@@ -30,6 +30,7 @@ from factory.config import Settings
 from factory.db.models import AugmentationVerdict, Batch, Chunk, Item, ItemState, Job, StoredFile
 from factory.db.session import get_sessionmaker
 from factory.storage import close_stores, open_store
+from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, worker
 from tests.services import REPO
 from workers.kinds.augmentation import apply_rule
@@ -145,7 +146,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
                         "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}}]
     with hooks_server() as hooks, api_server(env, tmp_path / "api.log") as url, \
             worker(env, tmp_path / "worker.log"):
-        client = OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0)
+        client = OpenAI(base_url=f"{url}/v1", api_key=api_key(pg_db), max_retries=0)
         request.addfinalizer(client.close)
         uploaded = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
@@ -163,7 +164,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
         assert batch.output_file_id and batch.error_file_id
         output = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
         errors = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
-        http = httpx.Client(base_url=url, timeout=30)
+        http = httpx.Client(base_url=url, timeout=30, headers=auth_headers(pg_db))
         request.addfinalizer(http.close)
         partial = http.get(f"/v1/batches/{batch.id}/output").text
         assert partial == client.files.content(batch.output_file_id).text
@@ -258,7 +259,7 @@ def test_cancel_a_running_batch_keeps_finished_lines(pg_db: str, broker_url: str
     env = env_for(pg_db, broker_url, tmp_path, FACTORY_FAKE_DELAY_S="1.0")
     lines = [chat(f"c{i:02d}", f"line {i}") for i in range(12)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        http = httpx.Client(base_url=url, timeout=30)
+        http = httpx.Client(base_url=url, timeout=30, headers=auth_headers(pg_db))
         request.addfinalizer(http.close)
         batch = create_batch(http, lines)
         running = batch_when(http, batch["id"], lambda b: b["request_counts"]["completed"] >= 2)
@@ -291,7 +292,7 @@ def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_ur
     # Far more work than the window: the batch must still run when the command (a cold Python start) gets to it.
     lines = [chat(f"e{i:02d}", f"line {i}") for i in range(60)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        http = httpx.Client(base_url=url, timeout=30)
+        http = httpx.Client(base_url=url, timeout=30, headers=auth_headers(pg_db))
         request.addfinalizer(http.close)
         batch = create_batch(http, lines)
         assert batch["expires_at"] - batch["created_at"] == 3
@@ -333,7 +334,7 @@ def test_workers_read_the_lines_of_a_deleted_input_file_and_a_vanished_one_fails
     lines = [chat(f"d{i}", f"line {i}") for i in range(5)]
     objects = tmp_path / "objects"
     with api_server(env, tmp_path / "api.log") as url:
-        http = httpx.Client(base_url=url, timeout=30)
+        http = httpx.Client(base_url=url, timeout=30, headers=auth_headers(pg_db))
         request.addfinalizer(http.close)
         kept = create_batch(http, lines)
         assert http.delete(f"/v1/files/{kept['input_file_id']}").json()["deleted"] is True
@@ -365,10 +366,10 @@ def test_sync_chat_overtakes_a_queued_batch_and_matches_its_seeded_line(
              "seed": 42, "n": 2}
     lines = [chat("same", "Name a colour.", seed=42, n=2)] + [chat(f"b{i:02d}", f"line {i}") for i in range(15)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        http = httpx.Client(base_url=url, timeout=60)
+        http = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))
         request.addfinalizer(http.close)
         batch = create_batch(http, lines)
-        client = OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0)
+        client = OpenAI(base_url=f"{url}/v1", api_key=api_key(pg_db), max_retries=0)
         request.addfinalizer(client.close)
         completion = client.chat.completions.create(**probe)  # type: ignore[call-overload]
         during = http.get(f"/v1/batches/{batch['id']}").json()

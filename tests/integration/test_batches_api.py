@@ -16,7 +16,6 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from factory.api.app import create_app
 from factory.batches import service as batches_service
 from factory.config import Settings
 from factory.db.base import DEFAULT_TENANT
@@ -25,6 +24,7 @@ from factory.db.session import get_sessionmaker
 from factory.files import service as files_service
 from factory.jobs import execution
 from factory.storage import open_store
+from tests.keys import api_test_client
 from tests.rows import count_rows
 
 MODEL = "smollm2-135m-instruct"
@@ -443,7 +443,7 @@ def test_a_cancelled_batch_answers_its_unclaimed_lines_with_few_reads(
 def test_a_batch_past_its_window_expires_when_read(db_url: str, broker_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                         chunk_size=2, batch_window_override_s=0.2)
-    with TestClient(create_app(settings, run_migrations=False)) as client:
+    with api_test_client(settings) as client:
         batch = create(client, upload(client, jsonl([chat("a"), chat("b"), chat("c")]))["id"]).json()
         assert batch["expires_at"] - batch["created_at"] <= 1
         time.sleep(0.3)
@@ -464,7 +464,7 @@ def test_a_batch_past_its_window_expires_when_read(db_url: str, broker_url: str,
 def test_periodic_expiry_sweep(db_url: str, broker_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                         batch_window_override_s=0.1)
-    with TestClient(create_app(settings, run_migrations=False)) as client:
+    with api_test_client(settings) as client:
         ids = [create(client, upload(client, jsonl([chat("a")]))["id"]).json()["id"] for _ in range(2)]
     time.sleep(0.2)
     with get_sessionmaker(settings.database_url)() as s:
@@ -549,7 +549,7 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(client: TestClient) -
 def test_a_failed_batch_with_a_webhook_queues_its_delivery(db_url: str, broker_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                         webhook_secret="s3cret")
-    with TestClient(create_app(settings, run_migrations=False)) as client:
+    with api_test_client(settings) as client:
         file = upload(client, jsonl([{**chat("a"), "method": "PUT"}]))
         r = create(client, file["id"], webhook_url="https://hooks.example.com/batch")
         assert r.status_code == 200 and r.json()["status"] == "failed"

@@ -16,6 +16,7 @@ import pytest
 
 from factory.channels.sms import smart_encode
 from tests import campaign_data as data
+from tests.keys import auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.services import SeaweedS3
 
@@ -58,7 +59,7 @@ def test_segment_mode_model_calls_scale_with_segments_not_recipients(
     env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        client = httpx.Client(base_url=url, timeout=60)
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(env["FACTORY_DATABASE_URL"]))
         request.addfinalizer(client.close)
         _setup(client)
         small = _run(client, data.segment_campaign(_audience(200, INTERESTS[:2])))
@@ -94,7 +95,7 @@ def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
 ) -> None:
     rows = data.audience_rows()
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
-        client = httpx.Client(base_url=url, timeout=60)
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(env["FACTORY_DATABASE_URL"]))
         request.addfinalizer(client.close)
         _setup(client)
         # Submitted from the shipped definition by the CLI: brand and templates are saved again

@@ -12,11 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import redis
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from factory.api.app import create_app
 from factory.config import Settings
 from factory.db import migrate
 from factory.db.base import DEFAULT_TENANT, utcnow
@@ -27,6 +25,7 @@ from factory.jobs.schemas import JobCreate
 from factory.outbox import relay
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.reliability import service as reliability
+from tests.keys import api_test_client
 from tests.processes import factory_env
 from tests.services import REPO
 
@@ -74,7 +73,7 @@ def test_reconcile_once_and_doctor_from_the_command_line(db_url: str, broker_url
 def test_admin_doctor_endpoint_reports_counts_only(db_url: str, broker_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/o", chunk_size=2)
     job_id = _submit(settings, publish=True)
-    with TestClient(create_app(settings, run_migrations=False)) as client:
+    with api_test_client(settings, scopes=("read", "admin")) as client:
         report = client.get("/v1/admin/doctor").json()
     assert report["chunks"] == {"pending": 3} and report["queues"][0]["ready"] == 3
     assert report["stuck"] == [] and report["dead"] == []
@@ -86,7 +85,7 @@ def test_the_api_answers_503_while_the_database_is_away(tmp_path: Path, broker_u
     url = f"sqlite:///{tmp_path / 'db' / 'factory.db'}"
     migrate.upgrade(url)
     settings = Settings(database_url=url, broker_url=broker_url, storage_url=f"file://{tmp_path}/o")
-    with TestClient(create_app(settings, run_migrations=False)) as client:
+    with api_test_client(settings) as client:
         assert client.post("/v1/jobs", json=BODY).status_code == 202
         get_engine(url).dispose()
         shutil.rmtree(tmp_path / "db")  # the database is gone

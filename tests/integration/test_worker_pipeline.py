@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from factory.db.models import Chunk, ChunkState, Item, ItemState
 from factory.db.session import get_sessionmaker
+from tests.keys import auth_headers
 from tests.processes import api_server, stack_env, wait_job, worker
 from tests.services import SeaweedS3
 
@@ -24,7 +25,7 @@ def test_fake_worker_runs_every_item_once_and_isolates_a_poison_item(
                     FACTORY_CHUNK_SIZE="8")
     audience = [{"id": f"r{i:03d}", "name": "POISON" if i == 13 else f"n{i}"} for i in range(60)]
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log", concurrency=2):
-        client = httpx.Client(base_url=url, timeout=30)
+        client = httpx.Client(base_url=url, timeout=30, headers=auth_headers(pg_db))
         request.addfinalizer(client.close)
         resp = client.post("/v1/jobs", json={"kind": "personalization", "template": "Hi {{ name }}",
                                              "audience": audience, "params": {"seed": 5}})

@@ -38,6 +38,10 @@ from factory.config import Settings
 s = Settings(database_url="sqlite:///{tmp_path}/api.db", broker_url="redis://127.0.0.1:1/0",
              storage_url="file://{tmp_path}/objects")
 with TestClient(create_app(s)) as client:
+    from factory.auth.service import create_key
+    from factory.db.session import session_scope
+    with session_scope(s.database_url) as session:
+        client.headers["Authorization"] = "Bearer " + create_key(session, "t", "k", ["write"])[1]
     r = client.get("/healthz")
     assert r.status_code == 200, r.text
     r = client.post("/v1/jobs", json={{"kind": "nope"}})

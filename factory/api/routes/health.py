@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from factory import queue
-from factory.api.deps import SessionDep, SettingsDep
+from factory.api.deps import SettingsDep
+from factory.db.session import get_sessionmaker
 
 router = APIRouter(tags=["health"])
 
@@ -18,10 +19,12 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
+def readyz(settings: SettingsDep) -> JSONResponse:
+    """Public (no API key): probes must not need a secret. Answers with booleans only."""
     checks: dict[str, bool] = {}
     try:
-        session.execute(text("SELECT 1"))
+        with get_sessionmaker(settings.database_url)() as session:
+            session.execute(text("SELECT 1"))
         checks["database"] = True
     except Exception:
         checks["database"] = False

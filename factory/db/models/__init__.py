@@ -1,6 +1,7 @@
 """Every table. Import from here so Alembic sees the whole metadata."""
 
 from factory.db.models.augmentation import AugmentationSourceRow, AugmentationVerdict
+from factory.db.models.auth import ApiKey, Tenant
 from factory.db.models.batches import Batch
 from factory.db.models.catalog import BrandProfile, PromptTemplate
 from factory.db.models.files import StoredFile
@@ -9,6 +10,6 @@ from factory.db.models.jobs import Chunk, ChunkState, Item, ItemState, Job, JobS
 from factory.db.models.leases import LeaderLease
 from factory.db.models.outbox import OutboxMessage
 
-__all__ = ["AugmentationSourceRow", "AugmentationVerdict", "Batch", "BrandProfile", "Chunk", "ChunkState",
+__all__ = ["ApiKey", "AugmentationSourceRow", "AugmentationVerdict", "Batch", "BrandProfile", "Chunk", "ChunkState",
            "IdempotencyKey", "Item", "ItemState", "Job", "JobStatus", "LeaderLease", "OutboxMessage",
-           "PromptTemplate", "StoredFile"]
+           "PromptTemplate", "StoredFile", "Tenant"]

@@ -1,0 +1,1 @@
+"""Tenants and API keys: who is asking, for which tenant, allowed to do what."""
