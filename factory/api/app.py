@@ -13,6 +13,7 @@ from factory import __version__
 from factory.api import errors
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
+from factory.auth import service as auth_service
 from factory.api.idempotency import IdempotencyMiddleware
 from factory.api.routes import (
     admin,
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         # Anything a crashed API left unsent in the outbox goes out now.
         with get_sessionmaker(settings.database_url)() as session:
             relay.relay(session, settings)
+            if not auth_service.any_key(session):
+                log.warning("no API keys yet: every request will be a 401; make one with "
+                            "`factory keys create --tenant NAME`")
         yield
 
     app = FastAPI(title="Content Factory", version=__version__, lifespan=lifespan)

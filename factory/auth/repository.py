@@ -36,5 +36,8 @@ class AuthRepository:
             stmt = stmt.where(ApiKey.tenant_id == tenant_id)
         return list(self.session.scalars(stmt))
 
+    def any_key(self) -> bool:
+        return self.session.scalar(select(ApiKey.id).limit(1)) is not None
+
     def touch(self, key_id: str, at: datetime) -> None:
         self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))

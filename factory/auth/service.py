@@ -86,6 +86,10 @@ def authenticate(session: Session, secret: str | None) -> Principal:
     return Principal(tenant_id=row.tenant_id, key_id=row.id, scopes=frozenset(row.scopes))
 
 
+def any_key(session: Session) -> bool:
+    return AuthRepository(session).any_key()
+
+
 def list_keys(session: Session, tenant_id: str | None) -> list[ApiKey]:
     """Keys of one tenant, or of every tenant (``None``: the operator's CLI)."""
     return AuthRepository(session).keys(tenant_id)
