@@ -13,7 +13,6 @@ from factory import __version__
 from factory.api import errors
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
-from factory.auth import service as auth_service
 from factory.api.idempotency import IdempotencyMiddleware
 from factory.api.routes import (
     admin,
@@ -28,6 +27,7 @@ from factory.api.routes import (
     keys,
     templates,
 )
+from factory.auth import service as auth_service
 from factory.config import Settings, get_settings
 from factory.db import migrate
 from factory.db.session import get_sessionmaker
