@@ -12,15 +12,19 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 
 from factory.db.base import Base
 from factory.db.bulk import insert_rows
+from factory.db.migrate import alembic_config
 from factory.db.models import Chunk, Job
 from factory.db.session import get_engine, get_sessionmaker
 from factory.db.tenancy import bind_tenant, warn_if_rls_bypassed
+from tests import services
 from tests.security.pg_app_role import app_role, libpq_dsn, one_row_per_table, tenant_tables
 
 TENANT_MODELS = [m.class_ for m in Base.registry.mappers if "tenant_id" in m.class_.__table__.c]
@@ -57,15 +61,36 @@ def _setting(session: Session) -> str | None:
     return session.execute(text("SELECT current_setting('factory.tenant_id', true)")).scalar()
 
 
-def test_every_tenant_table_has_forced_row_level_security_and_a_policy(pg_db: str) -> None:
-    assert {type(row).__tablename__ for row in one_row_per_table("t")} == tenant_tables()  # the proofs cover all
-    with get_engine(pg_db).connect() as conn:
+def _protected_tables(url: str) -> set[str]:
+    """Tables with row-level security enabled and forced, and the one policy."""
+    with get_engine(url).connect() as conn:
         rows = conn.execute(text(
             "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, count(p.polname) FROM pg_class c "
             "LEFT JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relkind = 'r' AND c.relnamespace = "
             "'public'::regnamespace GROUP BY c.relname, c.relrowsecurity, c.relforcerowsecurity")).all()
-    protected = {name for name, enabled, forced, policies in rows if enabled and forced and policies == 1}
-    assert protected == tenant_tables()
+    return {name for name, enabled, forced, policies in rows if enabled and forced and policies == 1}
+
+
+def test_every_tenant_table_has_forced_row_level_security_and_a_policy(pg_db: str) -> None:
+    assert {type(row).__tablename__ for row in one_row_per_table("t")} == tenant_tables()  # the proofs cover all
+    assert _protected_tables(pg_db) == tenant_tables()
+
+
+def test_the_migration_downgrade_removes_row_level_security(pg_admin_dsn: str) -> None:
+    url, drop = services.create_database(pg_admin_dsn)
+    try:
+        cfg = alembic_config(url)
+        command.upgrade(cfg, "head")
+        assert _protected_tables(url) == tenant_tables()
+        before = ScriptDirectory.from_config(cfg).get_revision("0008").down_revision
+        command.downgrade(cfg, str(before))
+        assert _protected_tables(url) == set()
+        with get_engine(url).connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM pg_policy")).scalar() == 0
+            assert conn.execute(text("SELECT count(*) FROM pg_class WHERE relrowsecurity")).scalar() == 0
+    finally:
+        get_engine(url).dispose()
+        drop()
 
 
 def test_a_query_that_forgets_the_tenant_filter_sees_only_its_tenants_rows(two_tenants: str, role_url: str) -> None:

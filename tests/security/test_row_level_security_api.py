@@ -11,6 +11,8 @@ start-up upgrade is then a no-op that only reads ``alembic_version``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from factory.db.session import get_sessionmaker
 from tests import campaign_data
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.security.pg_app_role import app_role, tenant_tables
+from tests.services import REPO
 
 ROWS = [{"id": "r1", "text": "where is my parcel right now", "label": "track_order"},
         {"id": "r2", "text": "please cancel the order I placed yesterday", "label": "cancel_order"}]
@@ -110,7 +113,17 @@ def test_api_and_worker_run_jobs_files_and_batches_under_row_level_security(
         assert sorted(json.loads(x)["custom_id"] for x in output.splitlines()) == ["c1", "g1", "p1"]
         assert http.get(f"/v1/batches/{batch['id']}/output").text == output
         assert [b["id"] for b in http.get("/v1/batches").json()["data"]] == [batch["id"]]
-        assert http.get("/v1/admin/doctor").status_code == 200
+        chat = http.post("/v1/chat/completions", json=BATCH_LINES[0]["body"])
+        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"], chat.text
+        doctor = http.get("/v1/admin/doctor").json()
+        assert doctor["chunks"]["succeeded"] > 0 and doctor["outbox_unsent"] == 0, doctor
+
+    # The CLI's system-mode sessions, as the same role.
+    for args in (["reconcile", "--once"], ["doctor", "--json"]):
+        done = subprocess.run([sys.executable, "-m", "factory.cli", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["chunks"] == doctor["chunks"]
 
     for log in (api_log, worker_log):
         assert "Traceback" not in log.read_text(errors="replace")
