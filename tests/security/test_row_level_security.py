@@ -142,7 +142,9 @@ def test_a_tenants_bulk_insert_goes_through_the_policy(two_tenants: str, role_ur
     """COPY is refused where row-level security applies: bulk inserts stage their rows, then INSERT them."""
     columns = ("id", "tenant_id", "job_id", "seq", "state", "attempts", "created_at")
     rows = [(f"chunk_bulk_{n}", "acme", "job_acme", 10 + n, "pending", 0, "2026-12-02T00:00:00Z") for n in range(3)]
-    for _ in range(2):  # twice in one transaction: the staging table is gone after each call
+    # Two calls per transaction (each drops its staging table); the second session reuses the connection,
+    # which remembers that RLS applies.
+    for _ in range(2):
         with bind_tenant(get_sessionmaker(role_url)(), "acme") as s:
             insert_rows(s, Chunk.__table__, columns, rows[:2])  # type: ignore[arg-type]
             insert_rows(s, Chunk.__table__, columns, rows[2:])  # type: ignore[arg-type]
@@ -152,6 +154,7 @@ def test_a_tenants_bulk_insert_goes_through_the_policy(two_tenants: str, role_ur
 
 def test_the_binding_outlives_a_commit_and_leaves_the_pooled_connection_in_system_mode(
         two_tenants: str, role_url: str) -> None:
+    get_engine(role_url).dispose()  # an empty pool: the next session gets the connection this one returns
     make = get_sessionmaker(role_url)
     with bind_tenant(make(), "acme") as s:
         pid = s.execute(text("SELECT pg_backend_pid()")).scalar()
