@@ -29,8 +29,8 @@ from factory.api.routes import (
 )
 from factory.auth import service as auth_service
 from factory.config import Settings, get_settings
-from factory.db import migrate
-from factory.db.session import get_sessionmaker
+from factory.db import migrate, tenancy
+from factory.db.session import get_engine, get_sessionmaker
 from factory.outbox import relay
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
-            migrate.upgrade(settings.database_url)
+            migrate.upgrade(settings.database_url)  # a no-op at head, so a role that owns no table can run it
+        tenancy.warn_if_rls_bypassed(get_engine(settings.database_url))
         # Anything a crashed API left unsent in the outbox goes out now.
         with get_sessionmaker(settings.database_url)() as session:
             relay.relay(session, settings)

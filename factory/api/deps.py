@@ -1,4 +1,4 @@
-"""Annotated dependencies: settings, a request-scoped session, the caller and its tenant."""
+"""Annotated dependencies: settings, the caller and its tenant, a request-scoped session bound to that tenant."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from factory.auth.principal import Principal
 from factory.config import Settings
 from factory.db.session import get_sessionmaker
+from factory.db.tenancy import bind_tenant
 from factory.errors import Unauthorized
 
 
@@ -39,17 +40,21 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def get_tenant(principal: PrincipalDep) -> str:
-    """The tenant every repository call of this request is scoped to: the API key's."""
+    """The tenant every repository call of this request is scoped to: the API key's.
+
+    ``get_session`` binds each request's session to it, so PostgreSQL's row-level
+    security shows that tenant's rows only.
+    """
     return principal.tenant_id
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def get_session(settings: SettingsDep, tenant: TenantDep) -> Iterator[Session]:
-    """One session per request, bound to the caller's tenant; routes commit explicitly, anything else rolls back."""
+def _request_session(settings: Settings, tenant: str | None) -> Iterator[Session]:
     session = get_sessionmaker(settings.database_url)()
-    session.info["tenant_id"] = tenant
+    if tenant is not None:
+        bind_tenant(session, tenant)
     try:
         yield session
     finally:
@@ -57,4 +62,18 @@ def get_session(settings: SettingsDep, tenant: TenantDep) -> Iterator[Session]:
         session.close()
 
 
+def get_session(settings: SettingsDep, tenant: TenantDep) -> Iterator[Session]:
+    """One session per request, bound to the caller's tenant (``session.info["tenant_id"]``);
+    routes commit explicitly, anything else rolls back."""
+    yield from _request_session(settings, tenant)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_system_session(settings: SettingsDep) -> Iterator[Session]:
+    """A session that sees every tenant's rows: operator views only (``/v1/admin``), which report counts."""
+    yield from _request_session(settings, None)
+
+
+SystemSessionDep = Annotated[Session, Depends(get_system_session)]

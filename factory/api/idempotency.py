@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from factory.api.errors import error_body
 from factory.config import Settings
 from factory.db.session import get_sessionmaker
+from factory.db.tenancy import bind_tenant
 from factory.idempotency import service
 
 MAX_STORED_RESPONSE = 4 * 1024 * 1024
@@ -91,7 +92,7 @@ class IdempotencyMiddleware:
 
     def _begin(self, tenant_id: str, key: str, request_hash: str) -> service.Decision:
         for _ in range(2):
-            with get_sessionmaker(self.settings.database_url)() as session:
+            with bind_tenant(get_sessionmaker(self.settings.database_url)(), tenant_id) as session:
                 try:
                     decision = service.begin(session, tenant_id, key, request_hash, self.settings.idempotency_ttl_s)
                     session.commit()
@@ -102,7 +103,7 @@ class IdempotencyMiddleware:
 
     def _finish(self, tenant_id: str, key: str, status: int | None, content_type: str | None,
                 body: bytes | None) -> None:
-        with get_sessionmaker(self.settings.database_url)() as session:
+        with bind_tenant(get_sessionmaker(self.settings.database_url)(), tenant_id) as session:
             service.finish(session, tenant_id, key, status, content_type, body)
             session.commit()
 

@@ -7,8 +7,9 @@ request that wrote a 50,000-line batch paid for copying all of it before answeri
 (0.4-0.6 s, bench/ingest.py). Instead, as the SQLite documentation suggests, commits
 do not checkpoint and a daemon thread per engine runs a PASSIVE checkpoint (which
 never blocks readers or writers) every second; the last connection to close
-checkpoints too, so the log cannot be left behind. PostgreSQL needs nothing special. Sessions never
-autocommit: the caller (a request or a task) owns the transaction.
+checkpoints too, so the log cannot be left behind. Every PostgreSQL connection starts in row-level
+security's system mode (``factory.db.tenancy``); a request session narrows it to its tenant. Sessions
+never autocommit: the caller (a request or a task) owns the transaction.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from factory.db import tenancy
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,10 @@ def get_engine(url: str) -> Engine:
     # pre-ping replaces connections a database restart killed; a bounded connect
     # timeout turns an unreachable server into a quick, retryable OperationalError.
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", lambda dbapi_conn, _record: tenancy.start_in_system_mode(dbapi_conn))
+    return engine
 
 
 @lru_cache(maxsize=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from factory.api.deps import SessionDep, SettingsDep
+from factory.api.deps import SettingsDep, SystemSessionDep
 from factory.reliability import service as reliability
 from factory.reliability.schemas import DoctorReport
 
@@ -12,6 +12,8 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.get("/doctor")
-def doctor(session: SessionDep, settings: SettingsDep) -> DoctorReport:
-    """What ``factory doctor`` reports: stuck chunks, dead letters, queue depths, lag, outbox, reconciler."""
+def doctor(session: SystemSessionDep, settings: SettingsDep) -> DoctorReport:
+    """What ``factory doctor`` reports: stuck chunks, dead letters, queue depths, lag, outbox, reconciler.
+
+    Over every tenant (a system session, past row-level security), as the CLI's ``factory doctor``."""
     return reliability.doctor(session, settings, detail=0)

@@ -13,6 +13,7 @@ from factory.batches import service as batches_service
 from factory.batches.output import ERROR, OUTPUT
 from factory.batches.schemas import BatchCreate, BatchList, BatchOut
 from factory.db.session import get_sessionmaker
+from factory.db.tenancy import bind_tenant
 from factory.outbox import relay
 from factory.storage import open_store
 
@@ -60,8 +61,8 @@ def cancel_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tena
 
 
 def _stream(settings: SettingsDep, batch_id: str, tenant: str, which: str) -> Iterator[str]:
-    # Its own session: the request's one is closed before the body streams.
-    with get_sessionmaker(settings.database_url)() as stream_session:
+    # Its own session (the request's one is closed before the body streams), bound to the same tenant.
+    with bind_tenant(get_sessionmaker(settings.database_url)(), tenant) as stream_session:
         batch = batches_service.get_batch(stream_session, tenant, batch_id)
         yield from batches_service.iter_partial(stream_session, batch, which)
 

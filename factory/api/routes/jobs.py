@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.db.session import get_sessionmaker
+from factory.db.tenancy import bind_tenant
 from factory.jobs import kinds
 from factory.jobs import service as jobs_service
 from factory.jobs.schemas import JobOut
@@ -44,8 +45,8 @@ def get_results(job_id: str, session: SessionDep, settings: SettingsDep, tenant:
     job = jobs_service.get_job(session, tenant, job_id)  # 404 before streaming starts
 
     def lines() -> Iterator[str]:
-        # Its own session: the request's one is closed before the body streams.
-        with get_sessionmaker(settings.database_url)() as stream_session:
+        # Its own session (the request's one is closed before the body streams), bound to the same tenant.
+        with bind_tenant(get_sessionmaker(settings.database_url)(), tenant) as stream_session:
             yield from jobs_service.iter_results(stream_session, job)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
