@@ -94,4 +94,5 @@ class RateLimitMiddleware:
 
     def _read_quotas(self, tenant_id: str) -> Quotas:
         with get_sessionmaker(self.settings.database_url)() as session:
+            session.info["tenant_id"] = tenant_id  # like every request's session
             return service.tenant_quotas(session, self.settings, tenant_id)

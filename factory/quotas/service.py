@@ -8,6 +8,8 @@
   its transaction commits, so a refusal leaves nothing written. The first two are counted
   in the database; items per day in Redis, where an admitted job's items stay counted
   even if the submit fails afterwards (no refunds: a retry cannot double-spend a window).
+  A batch is admitted with every item its lines expand to, including those a worker
+  writes later when it claims their chunk; a chat completion is a job of ``n`` items.
 
 Each value is the setting ``FACTORY_QUOTA_<NAME>`` unless the tenant has its own
 (``tenants.quotas``, set by ``set_quota``); 0 means unlimited. Two submits racing each

@@ -113,12 +113,14 @@ def test_concurrent_jobs_quota_refuses_a_job_and_writes_nothing(base: Settings) 
     with api_test_client(settings) as client:
         first = [client.post("/v1/jobs", json=job_body(1)).json()["id"] for _ in range(2)]
         before = rows(settings)
-        r = client.post("/v1/jobs", json=job_body(1))
+        retry = {"Idempotency-Key": "third-job"}
+        r = client.post("/v1/jobs", json=job_body(1), headers=retry)
         assert assert_refused(r, "concurrent_jobs") == 7  # FACTORY_QUOTA_RETRY_AFTER_S
         assert rows(settings) == before
         with session_scope(settings.database_url) as s:  # one job ends: a place frees up
             s.execute(update(Job).where(Job.id == first[0]).values(status=JobStatus.SUCCEEDED))
-        assert client.post("/v1/jobs", json=job_body(1)).status_code == 202
+        r = client.post("/v1/jobs", json=job_body(1), headers=retry)  # the 429 was not kept for replay
+        assert r.status_code == 202 and "Idempotent-Replayed" not in r.headers
 
 
 def test_queued_items_quota_counts_the_items_not_generated_yet(base: Settings) -> None:
