@@ -8,6 +8,7 @@ submit path and write nothing. A tenant's own values replace the settings'.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -27,8 +28,6 @@ from factory.db.session import get_sessionmaker, session_scope
 from factory.errors import InvalidInput, NotFound
 from factory.quotas import counters, service
 from tests import campaign_data
-from tests.integration.test_augmentation_api import body as augmentation_body
-from tests.integration.test_batches_api import chat, jsonl, upload
 from tests.keys import api_test_client
 from tests.rows import count_rows
 from tests.services import free_port
@@ -52,6 +51,10 @@ def job_body(recipients: int) -> dict[str, Any]:
     """A personalization job of ``recipients`` x 2 variants items."""
     return {"kind": "personalization", "template": "Hello {{ name }}.", "variants": 2,
             "audience": [{"id": f"r{i}", "name": f"N{i}"} for i in range(recipients)]}
+
+
+def chat_body(n: int) -> dict[str, Any]:
+    return {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hi"}], "n": n}
 
 
 def rows(settings: Settings) -> dict[str, int]:
@@ -158,7 +161,9 @@ def _personalization(client: TestClient) -> Any:
 
 
 def _augmentation(client: TestClient) -> Any:
-    return client.post("/v1/jobs", json=augmentation_body())
+    dataset = [{"id": f"r{i}", "text": f"where is my parcel number {i}", "label": "track"} for i in range(2)]
+    return client.post("/v1/jobs", json={"kind": "augmentation", "dataset": {"rows": dataset},
+                                         "methods": [{"method": "eda", "k": 2}]})
 
 
 def _campaign(client: TestClient) -> Any:
@@ -169,13 +174,18 @@ def _campaign(client: TestClient) -> Any:
 
 
 def _batch(client: TestClient) -> Any:
-    file_id = upload(client, jsonl([chat("a"), chat("b")]))["id"]
+    lines = b"".join(json.dumps({"custom_id": c, "method": "POST", "url": "/v1/chat/completions",
+                                 "body": chat_body(1)}).encode() + b"\n" for c in "ab")
+    uploaded = client.post("/v1/files", files={"file": ("in.jsonl", lines, "application/jsonl")},
+                           data={"purpose": "batch"})
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
     return client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
                                             "completion_window": "24h"})
 
 
 def _chat(client: TestClient) -> Any:
-    return client.post("/v1/chat/completions", json=chat("x", n=2)["body"])  # 2 items
+    return client.post("/v1/chat/completions", json=chat_body(2))  # 2 items
 
 
 @pytest.mark.parametrize("submit", [_personalization, _augmentation, _campaign, _batch, _chat],
@@ -248,9 +258,10 @@ def test_factory_tenants_set_quota(base: Settings, monkeypatch: pytest.MonkeyPat
 def test_an_unreachable_redis_lets_requests_through_and_says_so_once(
         base: Settings, caplog: pytest.LogCaptureFixture) -> None:
     settings = base.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0",
-                                       "quota_requests_per_key": 1})
+                                       "quota_requests_per_key": 1, "quota_items_per_day": 1})
     with caplog.at_level(logging.WARNING, logger=counters.__name__), api_test_client(settings) as client:
         assert [client.get("/v1/files").status_code for _ in range(3)] == [200, 200, 200]
+        assert client.post("/v1/jobs", json=job_body(1)).status_code == 202  # 2 items: admitted all the same
     warnings = [r for r in caplog.records if r.name == counters.__name__]
     assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
 
@@ -265,7 +276,7 @@ def test_the_counters_work_in_the_embedded_redis_of_the_demo(tmp_path: Path) -> 
         embedded_redis.stop(tmp_path / "data")
 
 
-def test_a_rows_helper_sees_every_table_a_submit_writes(base: Settings) -> None:
+def test_an_admitted_submit_writes_the_rows_a_refused_one_does_not(base: Settings) -> None:
     with api_test_client(base) as client:
         assert client.post("/v1/jobs", json=job_body(1)).status_code == 202
     counted = rows(base)
