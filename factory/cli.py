@@ -21,6 +21,7 @@ from factory import embedded_redis
 from factory.auth.cli import keys_app
 from factory.client import ApiError, FactoryClient, load_campaign_file, load_job_file
 from factory.config import Settings, get_settings
+from factory.quotas.cli import tenants_app
 
 if TYPE_CHECKING:
     from factory.reliability.schemas import DoctorReport
@@ -29,6 +30,7 @@ app = typer.Typer(help="Content factory: bulk text generation over a job queue."
                   pretty_exceptions_enable=False)
 console = Console()
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 
 ApiUrl = Annotated[str, typer.Option(envvar="FACTORY_API_URL", help="Base URL of the factory API.")]
 DEFAULT_API = "http://127.0.0.1:8000"

@@ -103,6 +103,19 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key answers with its first response.
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
 
+    # --- Quotas and rate limits (0 = unlimited; a tenant's own values, set with
+    # `factory tenants set-quota`, replace these; see factory/quotas/) ---------
+    # Requests per key and per tenant in a moving window of quota_requests_window_s seconds.
+    quota_requests_per_key: int = Field(default=100, ge=0)
+    quota_requests_per_tenant: int = Field(default=400, ge=0)
+    quota_requests_window_s: int = Field(default=1, ge=1)
+    # Checked when work is submitted: unfinished jobs, items not yet generated, items submitted in 24 h.
+    quota_concurrent_jobs: int = Field(default=1_000, ge=0)
+    quota_queued_items: int = Field(default=2_000_000, ge=0)
+    quota_items_per_day: int = Field(default=0, ge=0)
+    # Retry-After of a refusal by concurrent_jobs or queued_items (they free up as workers finish).
+    quota_retry_after_s: int = Field(default=30, ge=1)
+
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:
         if not self.task_soft_time_limit_s < self.task_time_limit_s < self.broker_visibility_timeout_s:

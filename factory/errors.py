@@ -56,6 +56,27 @@ class Conflict(FactoryError):
     code = "conflict"
 
 
+class RateLimited(FactoryError):
+    """Too many requests for a key or tenant in the current window: retry after ``retry_after_s`` seconds."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = max(1, retry_after_s)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class QuotaExceeded(RateLimited):
+    """Submitting this work would take a tenant over one of its quotas (``field`` names it)."""
+
+    code = "quota_exceeded"
+
+
 class UnknownModel(InvalidInput):
     code = "unknown_model"
 

@@ -14,6 +14,7 @@ from factory.api import errors
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
 from factory.api.idempotency import IdempotencyMiddleware
+from factory.api.rate_limit import RateLimitMiddleware
 from factory.api.routes import (
     admin,
     augmentation,
@@ -57,8 +58,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     errors.install(app)
 
     # Starlette runs the middleware added last first: the size limit below, then the API key check,
-    # then idempotency (whose stored responses are per tenant, so it needs the caller).
+    # then the request rate of the key and its tenant, then idempotency (whose stored responses are
+    # per tenant, so it needs the caller).
     app.add_middleware(IdempotencyMiddleware, settings=settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(AuthenticationMiddleware, settings=settings)
 
     @app.middleware("http")

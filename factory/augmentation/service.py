@@ -47,6 +47,7 @@ from factory.models import registry
 from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
+from factory.quotas.service import admit
 from factory.storage import ObjectStore
 from factory.storage.keys import dataset_file_key, is_dataset_file, job_report_key
 
@@ -221,6 +222,7 @@ def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_
         variants=max(m.k for m in body.methods), item_count=len(llm) + len(rule), chunk_count=chunk_count,
         options=options, created_at=now,
     )
+    admit(session, settings, job)
     repo = JobRepository(session)
     repo.add_job(job)
     AugmentationRepository(session).add_source_rows([

@@ -38,6 +38,7 @@ from factory.models import registry
 from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
+from factory.quotas.service import admit
 from factory.storage import ObjectStore
 from factory.storage.keys import CAMPAIGN_EXPORT_FORMATS, campaign_audience_key, campaign_export_key
 from factory.templates import service as templates_service
@@ -262,6 +263,7 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
         item_count=total, chunk_count=len(chunk_ids), options={"campaign": plan.model_dump(mode="json")},
         created_at=now,
     )
+    admit(session, settings, job)
     repo = JobRepository(session)
     repo.add_job(job)
     repo.add_chunks([{"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,

@@ -5,7 +5,7 @@
 - The same key with the same request: the stored response, replayed byte for byte.
 - The same key with a different request (method, path, query or body): 409.
 - The same key while the first request still runs: 409 (try again shortly).
-- A 5xx is not stored: the key is released, so a retry runs again.
+- A 5xx or a 429 (a quota: retry later) is not stored: the key is released, so a retry runs again.
 Keys expire after ``FACTORY_IDEMPOTENCY_TTL_S``.
 
 The fingerprint of a multipart body leaves out its boundary, which HTTP clients
@@ -89,9 +89,9 @@ def begin(session: Session, tenant_id: str, key: str, request_hash: str, ttl_s: 
 
 def finish(session: Session, tenant_id: str, key: str, status_code: int | None, content_type: str | None,
            body: bytes | None) -> None:
-    """Store the response, or release the key when there is nothing worth replaying (5xx, no response)."""
+    """Store the response, or release the key when there is nothing worth replaying (5xx, 429, no response)."""
     repo = IdempotencyRepository(session)
-    if status_code is None or status_code >= 500 or body is None:
+    if status_code is None or status_code >= 500 or status_code == 429 or body is None:
         repo.delete(tenant_id, key)
     else:
         repo.complete(tenant_id, key, status_code, content_type, body)

@@ -20,6 +20,7 @@ from factory.models import registry
 from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
+from factory.quotas.service import admit
 from factory.templates.sandbox import CompiledTemplate, compile_template
 
 
@@ -98,6 +99,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
         system_prompt=body.system_prompt, params=params, seed=job_seed, variants=body.variants,
         item_count=total, chunk_count=len(chunk_ids), created_at=now,
     )
+    admit(session, settings, job)
     repo = JobRepository(session)
     repo.add_job(job)
     repo.add_chunks([

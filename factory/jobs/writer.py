@@ -21,6 +21,7 @@ from factory.jobs.repository import JobRepository, json_text
 from factory.outbox.repository import OutboxRepository, Pending
 from factory.provenance.hashing import sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
+from factory.quotas.service import admit
 
 EMPTY_TEMPLATE_SHA256 = sha256_text("")
 _PENDING, _FAILED = ItemState.PENDING.value, ItemState.FAILED.value
@@ -34,6 +35,7 @@ class JobWriter:
                  queue: str, params: dict[str, Any], seed: int, options: dict[str, Any] | None = None,
                  flush_every: int = 2000) -> None:
         self.session = session
+        self.settings = settings
         self.repo = JobRepository(session)
         self.tenant_id = tenant_id
         self.chunk_size = settings.chunk_size
@@ -117,6 +119,7 @@ class JobWriter:
         """Flush, record the totals on the job and queue one message per chunk; returns the outbox ids."""
         self.flush()
         self.job.item_count, self.job.chunk_count = self.count, len(self.chunk_ids)
+        admit(self.session, self.settings, self.job)  # refused: the caller's transaction rolls all of it back
         self.session.flush()
         self.messages = OutboxRepository(self.session).add_pending(GENERATE_CHUNK_TASK, self.job.queue,
                                                                    [[c] for c in self.chunk_ids])
