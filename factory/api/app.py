@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from factory import __version__
-from factory.api import errors
+from factory.api import errors, routing
 from factory.api.idempotency import IdempotencyMiddleware
 from factory.api.routes import (
     admin,
@@ -48,21 +47,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.settings = settings
     errors.install(app)
 
-    # Added first, so it runs inside the size limit below.
+    # Replays the body it spooled (within the largest body limit); each route then applies its own
+    # limit, media type and strict decoding (factory.api.routing).
     app.add_middleware(IdempotencyMiddleware, settings=settings)
-
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        # File uploads (multipart, streamed to a temporary file) may be as large as a batch file.
-        limit = (settings.batch_max_file_bytes + (1 << 20) if request.url.path == "/v1/files"
-                 else settings.max_body_bytes)
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse(
-                errors.error_body("body_too_large", f"request body is over {limit} bytes", "body", status=413),
-                status_code=413,
-            )
-        return await call_next(request)
 
     app.include_router(health.router)
     app.include_router(jobs.router)
@@ -74,4 +61,5 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(brands.router)
     app.include_router(campaigns.router)
     app.include_router(augmentation.router)
+    routing.check_routes(app)
     return app

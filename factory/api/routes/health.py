@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from factory import queue
 from factory.api.deps import SessionDep, SettingsDep
+from factory.api.routing import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(prefix="", tags=["health"])
 
 
 @router.get("/healthz")
