@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from factory.config import Settings
 from factory.errors import InvalidInput
 
 # |n| of an integer: what a signed 64-bit column (or any seed, count or limit here) holds.
@@ -34,14 +35,23 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 class InvalidJSON(InvalidInput):
+    """``path``: where in the document ("" for the document itself), ``reason``: what is wrong there.
+    As an API error, ``field`` is the path (or "body") and the message "field: reason"."""
+
     code = "invalid_json"
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        super().__init__(f"{path or 'body'}: {reason}", field=path or "body")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass(frozen=True)
 class JSONLimits:
-    """``max_depth``: the deepest nesting of arrays and objects (the top-level value is depth 1)."""
+    """``max_depth``: the deepest nesting of arrays and objects (the top-level value is depth 1);
+    by default the ``json_max_depth`` setting's default."""
 
-    max_depth: int = 32
+    max_depth: int = Settings.model_fields["json_max_depth"].default
 
 
 class _Refused:
@@ -111,7 +121,7 @@ def decode(raw: bytes | str, limits: JSONLimits | None = None) -> Any:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidJSON("the body is not valid UTF-8", field="body") from None
+            raise InvalidJSON("not valid UTF-8") from None
     else:
         text = raw
     decoder = _Decoder(limits)
@@ -119,34 +129,32 @@ def decode(raw: bytes | str, limits: JSONLimits | None = None) -> Any:
         value = json.loads(text, object_pairs_hook=decoder.pairs, parse_constant=decoder.constant,
                            parse_int=decoder.integer, parse_float=decoder.real)
     except json.JSONDecodeError:
-        raise InvalidJSON("the body is not valid JSON", field="body") from None
+        raise InvalidJSON("not valid JSON") from None
     except RecursionError:
-        raise InvalidJSON(f"the body is nested deeper than {limits.max_depth} levels", field="body") from None
+        raise InvalidJSON(f"nested deeper than {limits.max_depth} levels") from None
     if decoder.marked or "\\u" in text or text.count("[") + text.count("{") > limits.max_depth:
         _check(value, "", 1, limits)
     return value
 
 
 def _check(value: Any, path: str, depth: int, limits: JSONLimits) -> None:
-    here = path or "body"
     if isinstance(value, str):
         if _FORBIDDEN_CHAR.search(value):
-            raise InvalidJSON(f"{here}: strings must not hold NUL characters or lone surrogates", field=here)
+            raise InvalidJSON("strings must not hold NUL characters or lone surrogates", path)
         return
     if isinstance(value, _Refused):
-        raise InvalidJSON(f"{here}: {value.reason}", field=here)
+        raise InvalidJSON(value.reason, path)
     if not isinstance(value, dict | list):
         return
     if depth > limits.max_depth:
-        raise InvalidJSON(f"{here}: nested deeper than {limits.max_depth} levels", field=here)
+        raise InvalidJSON(f"nested deeper than {limits.max_depth} levels", path)
     if isinstance(value, list):
         for i, item in enumerate(value):
             _check(item, join_path(path, i), depth + 1, limits)
         return
     if _DUPLICATE in value:
-        field = join_path(path, value[_DUPLICATE])
-        raise InvalidJSON(f"{field}: the key appears more than once in its object", field=field)
+        raise InvalidJSON("the key appears more than once in its object", join_path(path, value[_DUPLICATE]))
     for key, item in value.items():
         if _FORBIDDEN_CHAR.search(key):
-            raise InvalidJSON(f"{here}: keys must not hold NUL characters or lone surrogates", field=here)
+            raise InvalidJSON("keys must not hold NUL characters or lone surrogates", path)
         _check(item, join_path(path, key), depth + 1, limits)

@@ -158,11 +158,11 @@ def check_routes(app: FastAPI) -> None:
     """Refuse to build an app with a route that would read a body without the checks above."""
     loose = [r for r in app.routes if isinstance(r, APIRoute) and not isinstance(r, StrictRoute)]
     if loose:
-        names = ", ".join(f"{sorted(r.methods)} {r.path}" for r in loose)
+        names = ", ".join(f"{sorted(r.methods or ())} {r.path}" for r in loose)
         raise RuntimeError(f"routes not built with factory.api.routing.api_router: {names}")
 
 
 def post_routes(routes: list[BaseRoute]) -> list[tuple[str, str]]:
     """(method, path) of every route that takes a request body (POST, PUT, PATCH): what strict input covers."""
     return sorted((method, r.path) for r in routes if isinstance(r, APIRoute)
-                  for method in r.methods if method in ("POST", "PUT", "PATCH"))
+                  for method in r.methods or () if method in ("POST", "PUT", "PATCH"))
