@@ -98,7 +98,7 @@ class _Decoder:
 
     def constant(self, name: str) -> _Refused:
         self.marked = True
-        return _Refused(f"{name} is not a JSON number")
+        return _Refused("not a JSON number (numbers are finite and written in digits)")
 
     def integer(self, text: str) -> int | _Refused:
         if len(text) > _MAX_INT_CHARS or abs(value := int(text)) > MAX_INT:

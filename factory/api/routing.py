@@ -21,11 +21,11 @@ field is refused as unknown, like everywhere else.
 from __future__ import annotations
 
 import email.message
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response, params
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
@@ -154,15 +154,22 @@ def api_router(*, prefix: str, tags: list[str], body_limit: str = RESOURCE_BODY)
     return APIRouter(prefix=prefix, tags=list(tags), route_class=route_class)
 
 
+def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[APIRoute, str, set[str]]]:
+    """(route, full path, methods) of every API route, included routers flattened."""
+    for context in iter_route_contexts(routes):
+        if isinstance(context.original_route, APIRoute):
+            yield context.original_route, str(context.path), set(context.methods or ())
+
+
 def check_routes(app: FastAPI) -> None:
     """Refuse to build an app with a route that would read a body without the checks above."""
-    loose = [r for r in app.routes if isinstance(r, APIRoute) and not isinstance(r, StrictRoute)]
+    loose = [f"{sorted(methods)} {path}" for route, path, methods in _api_routes(app.routes)
+             if not isinstance(route, StrictRoute)]
     if loose:
-        names = ", ".join(f"{sorted(r.methods or ())} {r.path}" for r in loose)
-        raise RuntimeError(f"routes not built with factory.api.routing.api_router: {names}")
+        raise RuntimeError(f"routes not built with factory.api.routing.api_router: {', '.join(loose)}")
 
 
-def post_routes(routes: list[BaseRoute]) -> list[tuple[str, str]]:
+def post_routes(routes: Sequence[BaseRoute]) -> list[tuple[str, str]]:
     """(method, path) of every route that takes a request body (POST, PUT, PATCH): what strict input covers."""
-    return sorted((method, r.path) for r in routes if isinstance(r, APIRoute)
-                  for method in r.methods or () if method in ("POST", "PUT", "PATCH"))
+    return sorted((method, path) for _, path, methods in _api_routes(routes)
+                  for method in methods if method in ("POST", "PUT", "PATCH"))
