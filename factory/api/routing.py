@@ -7,6 +7,7 @@ Before FastAPI (and pydantic) see a request body, ``StrictRoute``:
   pass it): over it, 413;
 - checks its media type: ``application/json`` (UTF-8) where the route takes JSON,
   ``multipart/form-data`` where it takes a form; anything else, 415;
+- refuses control characters and lone surrogates in path and query parameters (422);
 - decodes JSON with ``factory.strict_json`` (duplicate keys, lone surrogates, NUL, NaN,
   out-of-range numbers, deep nesting: 422 naming the JSON path), and parses a form with
   bounded parts (a malformed one: 422).
@@ -21,6 +22,7 @@ field is refused as unknown, like everywhere else.
 from __future__ import annotations
 
 import email.message
+import re
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
@@ -40,6 +42,7 @@ RESOURCE_BODY = "resource_max_body_bytes"
 # A form (file upload) may carry a whole batch file: its limit is the file limit plus room for the parts' headers.
 UPLOAD_BODY = "upload"
 _FORM_HEADROOM = 1 << 20
+_UNSAFE_PARAM = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 # A form has one file and a few fields.
 _MAX_FORM_FILES = 1
 _MAX_FORM_FIELDS = 8
@@ -102,6 +105,7 @@ class StrictRoute(APIRoute):
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
                 raise _too_large(limit)
+            _check_url_params(request)
             strict = StrictRequest(request, limit, JSONLimits(max_depth=settings.json_max_depth))
             if takes_form:
                 await _read_form(strict)
@@ -110,6 +114,16 @@ class StrictRoute(APIRoute):
             return await handle(strict)
 
         return strict_handler
+
+
+def _check_url_params(request: Request) -> None:
+    """Path and query parameters: no control characters (NUL included) and no lone surrogates, which
+    no id, name or cursor holds and which PostgreSQL refuses to compare (a 500, not a 404)."""
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in params:
+        if _UNSAFE_PARAM.search(name) or _UNSAFE_PARAM.search(str(value)):
+            field = path_key(name)
+            raise InvalidInput(f"{field}: control characters are not allowed in the URL", field=field)
 
 
 def _is_form(route: APIRoute) -> bool:

@@ -112,3 +112,23 @@ def test_a_hostile_batch_line_fails_the_batch_naming_its_line_and_field(
     assert CANARY not in resp.text and "ud800" not in resp.text
     after = _snapshot(settings)["rows"]
     assert {t: after[t] - before[t] for t in after if after[t] != before[t]} == {"batches": 1}
+
+
+@pytest.mark.parametrize(("method", "url", "field"), [
+    ("GET", "/v1/jobs/job_%00", "job_id"),
+    ("POST", "/v1/jobs/job_%00/cancel", "job_id"),
+    ("GET", "/v1/files?after=file_%00", "after"),
+    ("GET", "/v1/files?purpose=batch%1b", "purpose"),
+    ("GET", "/v1/batches?after=batch_%00", "after"),
+    ("GET", "/v1/templates/greeting%00", "name"),
+    ("PUT", "/v1/brands/acme%00", "name"),
+    ("GET", "/v1/campaigns/cmp_%7f/report", "campaign_id"),
+])
+def test_control_characters_in_the_url_are_refused(client: TestClient, settings: Settings, method: str, url: str,
+                                                    field: str) -> None:
+    """PostgreSQL refuses NUL in a compared string: without this check these are 500s there, not 404s."""
+    before = _snapshot(settings)
+    resp = client.request(method, url, headers={"content-type": "application/json"}, content=b"{}")
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+    assert _snapshot(settings) == before
