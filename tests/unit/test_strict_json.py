@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from factory.api import routing
 from factory.api.app import create_app
+from factory.batches.lines import LineError, parse_line
 from factory.config import Settings
 from factory.strict_json import MAX_INT, InvalidJSON, JSONLimits, decode
 
@@ -68,3 +69,31 @@ def test_an_app_with_a_route_built_without_api_router_does_not_start() -> None:
     app.include_router(loose)
     with pytest.raises(RuntimeError, match="/v1/loose"):
         routing.check_routes(app)
+
+
+_CHAT_HEAD = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
+
+
+@pytest.mark.parametrize(("raw", "code", "param"), [
+    (_CHAT_HEAD + b'"url": "/v1/chat/completions", "body": {}}', "invalid_request", "url"),
+    (_CHAT_HEAD + b'"body": {"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}}',
+     "invalid_request", "body.messages[0].content"),
+    (_CHAT_HEAD + b'"body": {"model": "m", "messages": [{"role": "user", "content": "a\\u0000"}]}}',
+     "invalid_request", "body.messages[0].content"),
+    (_CHAT_HEAD + b'"body": {"model": "m", "temperature": NaN, "messages": []}}', "invalid_request",
+     "body.temperature"),
+    (_CHAT_HEAD + b'"body": {"model": "m", "seed": 1' + b"0" * 5000 + b', "messages": []}}', "invalid_request",
+     "body.seed"),
+    (_CHAT_HEAD + b'"body": {"model": "m", "metadata": {"k": "v", "k": "w"}, "messages": []}}', "invalid_request",
+     "body.metadata.k"),
+    (_CHAT_HEAD + b'"body": {"model": "m", "messages": []}, "\\u0000": 1}', "invalid_json_line", None),
+    (_CHAT_HEAD + b'"body": ' + b"[" * 40 + b"]" * 40 + b"}", "invalid_request", "body" + "[0]" * 31),
+    (b"[" * 100_000 + b"]" * 100_000, "invalid_json_line", None),
+    (b'{"custom_id": "\xff\xfe"}', "invalid_json_line", None),
+])
+def test_strict_decoding_refuses_the_line_naming_the_json_path(raw: bytes, code: str, param: str | None) -> None:
+    """Duplicate keys, lone surrogates, NUL, NaN, huge numbers, deep nesting, bytes that are not UTF-8."""
+    with pytest.raises(LineError) as info:
+        parse_line(raw)
+    assert (info.value.code, info.value.param) == (code, param)
+    assert "ud800" not in info.value.message and "000000" not in info.value.message
