@@ -40,7 +40,17 @@ class Settings(BaseSettings):
     max_variants: int = Field(default=8, ge=1)
     max_template_chars: int = Field(default=20_000, ge=1)
     max_record_chars: int = Field(default=20_000, ge=1)
+    # Request bodies, per endpoint (413 over the limit; file uploads: batch_max_file_bytes plus 1 MiB).
+    # Jobs and campaigns: an inline audience of max_audience records of up to max_record_chars.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # A chat completion: the model's context is 8,192 tokens, about 32 KiB of text (4 bytes a token),
+    # under 200 KiB even with every character \u-escaped (6 bytes); 256 KiB leaves room for the
+    # JSON around it, and refuses megabytes no model could read.
+    chat_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Templates, brands, batches and every other body: a template source of 100,000 characters fits.
+    resource_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Nesting of arrays and objects in a JSON body or JSONL line (the deepest body here is 5 levels).
+    json_max_depth: int = Field(default=32, ge=4, le=256)
     # Campaigns in segment mode generate per segment, so their audience may be far
     # larger than a job's item limit; segments still count against max_audience.
     campaign_max_recipients: int = Field(default=1_000_000, ge=1)

@@ -77,6 +77,16 @@ class QuotaExceeded(RateLimited):
     code = "quota_exceeded"
 
 
+class PayloadTooLarge(FactoryError):
+    status_code = 413
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(FactoryError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class UnknownModel(InvalidInput):
     code = "unknown_model"
 

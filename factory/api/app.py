@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 
 from factory import __version__
-from factory.api import errors
+from factory.api import errors, routing
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
 from factory.api.idempotency import IdempotencyMiddleware
@@ -57,27 +56,16 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.settings = settings
     errors.install(app)
 
-    # Starlette runs the middleware added last first: the size limit below, then the API key check,
-    # then the request rate of the key and its tenant, then idempotency (whose stored responses are
-    # per tenant, so it needs the caller).
+    # Starlette runs the middleware added last first: the API key check, then the request rate of
+    # the key and its tenant, then idempotency (whose stored responses are per tenant, so it needs the
+    # caller; it replays the body it spooled, within the largest body limit). Each route then applies
+    # its own body limit, media type and strict decoding (factory.api.routing).
     app.add_middleware(IdempotencyMiddleware, settings=settings)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(AuthenticationMiddleware, settings=settings)
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        # File uploads (multipart, streamed to a temporary file) may be as large as a batch file.
-        limit = (settings.batch_max_file_bytes + (1 << 20) if request.url.path == "/v1/files"
-                 else settings.max_body_bytes)
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse(
-                errors.error_body("body_too_large", f"request body is over {limit} bytes", "body", status=413),
-                status_code=413,
-            )
-        return await call_next(request)
-
     app.include_router(health.router)
     for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation):
         app.include_router(domain.router, dependencies=[Depends(get_principal)])
+    routing.check_routes(app)
     return app

@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from factory.errors import FactoryError
+from factory.strict_json import join_path
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,10 @@ def error_body(code: str, message: str, field: str | None = None, details: list[
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    """``audience[3].city``; a key that is not a plain name shows as ``<key>`` (it may be the hostile part)."""
     out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    for p in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
+        out = out + "[key]" if p == "[key]" else join_path(out, p if isinstance(p, int) else str(p))
     return out or "body"
 
 

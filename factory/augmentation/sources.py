@@ -14,7 +14,6 @@ import binascii
 import codecs
 import csv
 import hashlib
-import json
 import math
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, cast
 
+from factory import strict_json
 from factory.errors import InvalidInput
 from factory.provenance.hashing import canonical_json
 
@@ -124,9 +124,10 @@ def _read_jsonl(lines: Iterable[str], field: str) -> Iterator[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except ValueError:
-            raise InvalidInput(f"JSONL line {n} is not valid JSON", field=field) from None
+            value = strict_json.decode(line)
+        except strict_json.InvalidJSON as exc:
+            where = f" at {exc.path}: " if exc.path else " is "
+            raise InvalidInput(f"JSONL line {n}{where}{exc.reason}", field=field) from None
         if not isinstance(value, dict):
             raise InvalidInput(f"JSONL line {n} is not a JSON object", field=field)
         yield value

@@ -115,7 +115,7 @@ class InputChanged(Exception):
 
 def _line_specs(ctx: LineContext, line_no: int, raw: bytes) -> list[ItemSpec]:
     try:
-        line = batch_lines.parse_line(raw)
+        line = batch_lines.parse_line(raw, ctx.json_limits)
     except LineError as exc:
         raise InputChanged(f"line {line_no} of the input file no longer parses ({exc.code})") from None
     try:

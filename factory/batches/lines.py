@@ -30,6 +30,7 @@ from pydantic import Field, TypeAdapter, ValidationError, with_config
 from pydantic_core import to_json
 from typing_extensions import TypedDict
 
+from factory import strict_json
 from factory.augmentation import service as augmentation_service
 from factory.augmentation.schemas import AugmentationJobCreate
 from factory.chat import schemas as chat_schemas
@@ -41,6 +42,7 @@ from factory.jobs.schemas import JobCreate
 from factory.jobs.service import render_audience
 from factory.models import registry
 from factory.provenance.hashing import derive_seed, sha256_text
+from factory.strict_json import JSONLimits
 
 CHAT: Final = "/v1/chat/completions"
 PERSONALIZE: Final = "/v1/personalize"
@@ -142,6 +144,10 @@ class LineContext:
     # (a batch usually has a handful): ',"params":{...},"stop":[...]}'.
     _request_tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
+    @property
+    def json_limits(self) -> JSONLimits:
+        return JSONLimits(max_depth=self.settings.json_max_depth)
+
     def request_tail(self, req: ChatCompletionRequest) -> str:
         stop = req.get("stop")
         key = (req.get("max_completion_tokens"), req.get("max_tokens"), req.get("temperature"), req.get("top_p"),
@@ -176,10 +182,20 @@ class LineContext:
         return name
 
 
-def parse_line(raw: bytes) -> Line:
-    """The validated line, or a LineError with an OpenAI-style code and the parameter at fault."""
+def parse_line(raw: bytes, limits: JSONLimits | None = None) -> Line:
+    """The validated line, or a LineError with an OpenAI-style code and the parameter at fault.
+
+    Decoded by the API's strict decoder (duplicate keys, lone surrogates, NUL, NaN, out-of-range
+    numbers, deep nesting are refused, naming the JSON path), then validated.
+    """
     try:
-        return _LINE.validate_json(raw)
+        value = strict_json.decode(raw, limits)
+    except strict_json.InvalidJSON as exc:
+        if not exc.path:  # the line as a whole: not UTF-8, not JSON, too deep, a bad top-level key
+            raise LineError("invalid_json_line", f"this line is {exc.reason}") from None
+        raise LineError("invalid_request", f"{exc.path}: {exc.reason}", exc.path[:128]) from None
+    try:
+        return _LINE.validate_python(value)
     except ValidationError as exc:
         raise _line_error(exc.errors(include_input=False, include_context=False)) from None
 

@@ -10,8 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
-MetadataValue = Annotated[str, Field(max_length=512)]
+# OpenAI's documented limits on ``metadata``: at most 16 pairs, keys of at most 64 characters, values of
+# at most 512, strings only. And no control characters (NUL included): metadata is stored and echoed back.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+MetadataKey = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=_NO_CONTROL)]
+MetadataValue = Annotated[StrictStr, Field(max_length=512, pattern=_NO_CONTROL)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
 
 
 class OutputExpiresAfter(BaseModel):
@@ -27,7 +31,7 @@ class BatchCreate(BaseModel):
     input_file_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     endpoint: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     completion_window: Annotated[StrictStr, Field(min_length=1, max_length=16)]
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
+    metadata: Metadata | None = None
     # Accepted for compatibility; generated files are kept until deleted.
     output_expires_after: OutputExpiresAfter | None = None
     webhook_url: Annotated[StrictStr, Field(min_length=1, max_length=2048)] | None = None

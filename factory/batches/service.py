@@ -165,7 +165,7 @@ def _read_lines(settings: Settings, store: ObjectStore, source: StoredFile, ctx:
                 raise LineError("too_many_requests", f"a batch holds at most {max_lines} lines")
             if len(text) > max_line_bytes:
                 raise LineError("line_too_long", f"a line holds at most {max_line_bytes} bytes")
-            line = batch_lines.parse_line(text)
+            line = batch_lines.parse_line(text, ctx.json_limits)
             custom_id = line["custom_id"]
             if custom_id in seen:
                 raise LineError("duplicate_custom_id", "custom_id repeats an earlier line's; each must be unique",

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from factory import strict_json
 from factory.errors import InvalidInput
 
 MAX_KEY_CHARS = 256
@@ -119,9 +120,10 @@ def read_jsonl(stream: IO[bytes], source: str = DATA_FIELD) -> Iterator[tuple[in
             continue
         row += 1
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            raise InvalidInput(f"audience JSONL line {n} is not valid JSON", field=source) from None
+            record = strict_json.decode(text)
+        except strict_json.InvalidJSON as exc:
+            where = f" at {exc.path}: " if exc.path else " is "
+            raise InvalidInput(f"audience JSONL line {n}{where}{exc.reason}", field=source) from None
         if not isinstance(record, dict):
             raise InvalidInput(f"audience JSONL line {n} is not an object", field=source)
         for k, v in record.items():

@@ -58,7 +58,8 @@ class MessageSpec(BaseModel):
     # How the main field starts (e.g. "Hi {{first_name}},"); the model continues it.
     opening: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     # A human-written variant (field -> text), carried through untouched.
-    control: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=5000)]] | None = None
+    control: Annotated[dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=5000)]],
+                       Field(max_length=16)] | None = None
     sms_max_segments: int = Field(default=1, ge=1, le=10)
 
 

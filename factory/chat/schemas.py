@@ -19,8 +19,14 @@ from pydantic import ConfigDict, Field, StrictBool, StrictStr, with_config
 from pydantic_core import to_json
 from typing_extensions import TypedDict
 
+from factory.batches.schemas import Metadata
+
 # The same bounds as a personalization job's GenerationParams.
 MAX_TOKENS = 1024
+# A message's text: the model's context is 8,192 tokens, and no token is longer than 8 characters
+# in practice, so a longer text could never be read whole (the prompt caps check tokens exactly).
+MAX_CONTENT_CHARS = 65_536
+MAX_CONTENT_PARTS = 64
 DEFAULT_MAX_TOKENS = 96
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -31,13 +37,14 @@ Probability = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 @with_config(STRICT)
 class TextPart(TypedDict):
     type: Literal["text"]
-    text: StrictStr
+    text: Annotated[StrictStr, Field(max_length=MAX_CONTENT_CHARS)]
 
 
 @with_config(STRICT)
 class ChatMessage(TypedDict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | Annotated[list[TextPart], Field(min_length=1)]
+    content: (Annotated[StrictStr, Field(max_length=MAX_CONTENT_CHARS)]
+              | Annotated[list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS)])
     name: NotRequired[Annotated[str, Field(max_length=64)] | None]
 
 
@@ -59,7 +66,7 @@ class ChatCompletionRequest(TypedDict):
     # Accepted and ignored: they do not change what is generated.
     user: NotRequired[Annotated[str, Field(max_length=256)] | None]
     store: NotRequired[StrictBool | None]
-    metadata: NotRequired[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None]
+    metadata: NotRequired[Metadata | None]
 
 
 def generation_params(req: ChatCompletionRequest) -> dict[str, Any]:

@@ -38,7 +38,7 @@ UPLOAD_PURPOSES = (BATCH_PURPOSE, DATA_PURPOSE)
 GENERATED_PURPOSE = "batch_output"
 JSONL = "application/jsonl"
 _DATA_TYPES = {".csv": "text/csv", ".jsonl": JSONL, ".parquet": "application/vnd.apache.parquet"}
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class FileTooLarge(FactoryError):
@@ -54,7 +54,7 @@ class ScannedFile:
 
 
 def clean_filename(name: str | None) -> str:
-    """The last path component, without control characters, at most 255 characters."""
+    """The last path component, without control characters or lone surrogates, at most 255 characters."""
     base = re.split(r"[/\\]", name or "")[-1]
     base = _UNSAFE_NAME.sub("", base).strip()
     return (base or "upload.jsonl")[:255]
@@ -63,7 +63,8 @@ def clean_filename(name: str | None) -> str:
 def scan_jsonl(fileobj: IO[bytes], settings: Settings) -> ScannedFile:
     """Size, non-blank line count and sha256, checking the limits as we go (one line in memory at a time).
 
-    JSON itself is checked when a batch is created, where OpenAI reports bad lines.
+    Each line must be UTF-8 (JSON is); the JSON itself is checked when a batch is created, where
+    OpenAI reports bad lines.
     """
     digest = hashlib.sha256()
     size = lines = 0
@@ -80,6 +81,10 @@ def scan_jsonl(fileobj: IO[bytes], settings: Settings) -> ScannedFile:
         if len(line) > settings.batch_max_line_bytes and not line.endswith(b"\n"):
             raise InvalidInput(f"line {line_no} is longer than {settings.batch_max_line_bytes} bytes",
                                field="file")
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:  # a batch file is JSONL, and JSON is UTF-8 (RFC 8259)
+            raise InvalidInput(f"line {line_no} is not valid UTF-8", field="file") from None
         if line.strip():
             lines += 1
             if lines > settings.batch_max_lines:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
+MAX_RECORD_FIELDS = 256
 
 
 def dispatch_on(tag_field: str, models: Mapping[str, type[BaseModel]]) -> WrapValidator:
@@ -71,7 +72,10 @@ class JobCreate(BaseModel):
     kind: Literal["personalization"]
     template: Annotated[str, Field(min_length=1, max_length=100_000)]
     system_prompt: Annotated[str, Field(max_length=20_000)] | None = None
-    audience: Annotated[list[dict[Annotated[str, Field(max_length=128)], Scalar]], Field(min_length=1)]
+    # The count is checked against ``max_audience`` (a setting) by the service; a record holds at most
+    # MAX_RECORD_FIELDS fields (and ``max_record_chars`` in all).
+    audience: Annotated[list[Annotated[dict[Annotated[str, Field(max_length=128)], Scalar],
+                                       Field(max_length=MAX_RECORD_FIELDS)]], Field(min_length=1)]
     key_field: Annotated[str, Field(min_length=1, max_length=128)] = "id"
     variants: int = Field(default=1, ge=1, le=64)
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None

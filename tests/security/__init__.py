@@ -1,0 +1,1 @@
+"""Security tests: hostile input on every endpoint that takes a body."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from factory.api.deps import SettingsDep, SystemSessionDep
+from factory.api.routing import api_router
 from factory.reliability import service as reliability
 from factory.reliability.schemas import DoctorReport
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = api_router(prefix="/v1/admin", tags=["admin"])
 
 
 @router.get("/doctor")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import api_router
 from factory.augmentation import service as augmentation_service
 from factory.augmentation.schemas import DatasetFilesOut
 from factory.storage import open_store
 
-router = APIRouter(prefix="/v1/jobs", tags=["augmentation"])
+router = api_router(prefix="/v1/jobs", tags=["augmentation"])
 
 _MEDIA_TYPES = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/x-ndjson",
                 ".md": "text/markdown; charset=utf-8"}

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import api_router
 from factory.batches import service as batches_service
 from factory.batches.output import ERROR, OUTPUT
 from factory.batches.schemas import BatchCreate, BatchList, BatchOut
@@ -17,7 +18,7 @@ from factory.db.tenancy import bind_tenant
 from factory.outbox import relay
 from factory.storage import open_store
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = api_router(prefix="/v1/batches", tags=["batches"])
 
 
 @router.post("")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from factory.api.deps import SessionDep, TenantDep
+from factory.api.routing import api_router
 from factory.brands import service
 from factory.brands.schemas import BrandCreate, BrandOut, BrandRules
 from factory.templates.schemas import check_name
 
-router = APIRouter(prefix="/v1/brands", tags=["brands"])
+router = api_router(prefix="/v1/brands", tags=["brands"])
 
 
 @router.post("", status_code=201)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from fastapi.responses import Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import MAX_BODY, api_router
 from factory.campaigns import service
 from factory.campaigns.report import build_report
 from factory.campaigns.repository import CampaignRepository
@@ -15,7 +15,7 @@ from factory.campaigns.schemas import CampaignCreate, CampaignOut
 from factory.outbox import relay
 from factory.storage import open_store
 
-router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+router = api_router(prefix="/v1/campaigns", tags=["campaigns"], body_limit=MAX_BODY)
 
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 

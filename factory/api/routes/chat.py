@@ -6,18 +6,18 @@ import time
 from typing import Any
 
 import anyio
-from fastapi import APIRouter
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import CHAT_BODY, api_router
 from factory.chat import service as chat_service
 from factory.chat.schemas import ChatCompletionRequest
 from factory.config import Settings
 from factory.db.models import Job
 from factory.outbox import relay
 
-router = APIRouter(prefix="/v1/chat", tags=["chat"])
+router = api_router(prefix="/v1/chat", tags=["chat"], body_limit=CHAT_BODY)
 
 
 def _submit(session: Session, settings: Settings, tenant: str, body: ChatCompletionRequest) -> Job:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import UPLOAD_BODY, api_router
 from factory.batches import service as batches_service
 from factory.errors import NotFound
 from factory.files import service as files_service
 from factory.files.schemas import FileDeleted, FileList, FileOut
 from factory.storage import open_store
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = api_router(prefix="/v1/files", tags=["files"], body_limit=UPLOAD_BODY)
 
 
 @router.post("")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from factory import queue
 from factory.api.deps import SettingsDep
+from factory.api.routing import api_router
 from factory.db.session import get_sessionmaker
 
-router = APIRouter(tags=["health"])
+router = api_router(prefix="", tags=["health"])
 
 
 @router.get("/healthz")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import MAX_BODY, api_router
 from factory.db.session import get_sessionmaker
 from factory.db.tenancy import bind_tenant
 from factory.jobs import kinds
@@ -16,7 +16,7 @@ from factory.jobs.schemas import JobOut
 from factory.outbox import relay
 from factory.storage import open_store
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = api_router(prefix="/v1/jobs", tags=["jobs"], body_limit=MAX_BODY)
 
 
 @router.post("", status_code=202)

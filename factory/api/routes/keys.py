@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from factory.api.deps import SessionDep, TenantDep
+from factory.api.routing import api_router
 from factory.auth import service as auth_service
 from factory.auth.schemas import KeyCreate, KeyCreated, KeyList, KeyOut
 
-router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
+router = api_router(prefix="/v1/admin/keys", tags=["admin"])
 
 
 @router.post("", status_code=201)

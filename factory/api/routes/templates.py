@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.routing import api_router
 from factory.templates import service
 from factory.templates.schemas import TemplateBody, TemplateCreate, TemplateOut, check_name
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"])
+router = api_router(prefix="/v1/templates", tags=["templates"])
 
 
 @router.post("", status_code=201)
