@@ -50,7 +50,7 @@ def sqlite_session_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def _truncate(url: str) -> None:
+def truncate(url: str) -> None:
     engine = get_engine(url)
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
@@ -61,13 +61,13 @@ def _truncate(url: str) -> None:
 def db_url(request: pytest.FixtureRequest) -> str:
     """Both supported databases, each emptied before the test."""
     url: str = request.getfixturevalue("sqlite_session_url" if request.param == "sqlite" else "pg_url")
-    _truncate(url)
+    truncate(url)
     return url
 
 
 @pytest.fixture
 def pg_db(pg_url: str) -> str:
-    _truncate(pg_url)
+    truncate(pg_url)
     return pg_url
 
 

@@ -1,4 +1,4 @@
-"""One client for the security tests, built in one place: credentials go in ``api_headers``."""
+"""One client for the security tests, built in one place (``open_client``), with a key of every scope."""
 
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ def settings(db_url: str, broker_url: str, tmp_path: Path) -> Settings:
                     generator="fake", **TEST_LIMITS)
 
 
-@pytest.fixture
-def api_headers(settings: Settings) -> dict[str, str]:
-    """What every request carries: a key with every scope, so each endpoint's own checks are what answers."""
-    return auth_headers(settings.database_url, scopes=("read", "write", "admin"))
+def open_client(settings: Settings, scopes: tuple[str, ...] = ("read", "write", "admin")) -> TestClient:
+    """A client of a fresh app with a key of every scope, so each endpoint's own checks are what answers.
+
+    The key's first use records last_used_at; that happens here, so tests that compare the
+    database before and after a request see only what the request itself wrote.
+    """
+    client = TestClient(create_app(settings, run_migrations=False), raise_server_exceptions=False,
+                        headers=auth_headers(settings.database_url, scopes=scopes))
+    assert client.get("/v1/files").status_code == 200
+    return client
 
 
 @pytest.fixture
-def client(settings: Settings, api_headers: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, run_migrations=False), headers=api_headers,
-                    raise_server_exceptions=False) as c:
-        # The key's first use records last_used_at; done here, so tests that compare the database
-        # before and after a request see only what the request itself wrote.
-        assert c.get("/v1/files").status_code == 200
+def client(settings: Settings) -> Iterator[TestClient]:
+    with open_client(settings) as c:
         yield c

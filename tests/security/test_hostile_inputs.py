@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from factory.api.routing import post_routes
 from factory.config import Settings
 from factory.db.base import Base
 from factory.db.session import get_engine
+from tests.conftest import truncate
 from tests.security.catalogue import (
     CANARY,
     MODEL,
@@ -30,9 +33,33 @@ from tests.security.catalogue import (
     catalogue,
     covered_routes,
 )
+from tests.security.conftest import open_client
 
 CASES = catalogue(Settings(**TEST_LIMITS))
 SECONDS = 5.0
+
+
+# Nothing a case sends may write anything, and every test compares the database, storage and
+# broker before and after its request: so one database per backend, one broker database and one
+# app serve the whole module (hundreds of cases), instead of a fresh set per case.
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, redis_server: str, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[Settings]:
+    url: str = request.getfixturevalue("sqlite_session_url" if request.param == "sqlite" else "pg_url")
+    truncate(url)
+    broker = f"{redis_server}/{1 + uuid.uuid4().int % 15}"
+    redis.Redis.from_url(broker).flushdb()
+    # Hundreds of requests from one key: no request-rate limit here (tests/security/test_quotas.py has those).
+    yield Settings(database_url=url, broker_url=broker, generator="fake", quota_requests_per_key=0,
+                   quota_requests_per_tenant=0,
+                   storage_url=f"file://{tmp_path_factory.mktemp('hostile')}/objects", **TEST_LIMITS)
+    redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with open_client(settings) as c:
+        yield c
 
 
 def test_the_catalogue_covers_every_endpoint_that_takes_a_body() -> None:
