@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key answers with its first response.
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
 
+    # --- personal data and retention (factory/privacy/) -----------------------
+    # Finished jobs, batches and campaigns (rows, result shards, exports, generated files) older
+    # than this many days are purged by the reconciler; unset keeps them forever.
+    retention_days: float | None = Field(default=None, gt=0)
+    # Uploaded files (often customer data) older than this are purged; unset: ``retention_days``.
+    upload_retention_days: float | None = Field(default=None, gt=0)
+    # What one reconciler pass may purge at most: files and jobs each, and objects in all.
+    retention_max_rows_per_pass: int = Field(default=100, ge=1)
+    retention_max_objects_per_pass: int = Field(default=2_000, ge=1)
+
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:
         if not self.task_soft_time_limit_s < self.task_time_limit_s < self.broker_visibility_timeout_s:
