@@ -82,12 +82,14 @@ def _purge_jobs(session: Session, settings: Settings, store: ObjectStore, cutoff
         if len(keys) > room:  # part of its objects now, its rows once the last object is gone
             purged.objects += delete_objects(store, keys[:room])
             return
-        purged.objects += delete_objects(store, keys) + _purge_job_rows(session, store, job)
+        files = _purge_job_rows(session, store, job)
+        purged.objects += delete_objects(store, keys) + files
+        purged.files += files
         purged.jobs += 1
 
 
 def _purge_job_rows(session: Session, store: ObjectStore, job: Job) -> int:
-    """The job's batch (with its output and error files) and the job itself; returns objects deleted."""
+    """The job's batch (with its output and error files) and the job itself; returns the files deleted."""
     repo = PrivacyRepository(session)
     batch = repo.batch_of(job.id)
     deleted = 0
