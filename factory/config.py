@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # What one reconciler pass may purge at most: files and jobs each, and objects in all.
     retention_max_rows_per_pass: int = Field(default=100, ge=1)
     retention_max_objects_per_pass: int = Field(default=2_000, ge=1)
+    # Root log level of the API and worker processes (unset: uvicorn's and Celery's own); whatever
+    # it is, secrets are masked and wire-level loggers stay at INFO (factory/logs.py).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
 
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:

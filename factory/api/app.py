@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from factory import __version__
+from factory import __version__, logs
 from factory.api import errors
 from factory.api.idempotency import IdempotencyMiddleware
 from factory.api.routes import (
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    logs.install(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

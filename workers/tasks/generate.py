@@ -38,6 +38,7 @@ from factory.db.models import Chunk, Job
 from factory.db.session import session_scope
 from factory.jobs import execution
 from factory.jobs.service import result_line
+from factory.logs import describe_exception
 from factory.outbox import relay
 from factory.provenance.hashing import canonical_json
 from factory.queue import FINALIZE_JOB_TASK, GENERATE_CHUNK_TASK
@@ -247,7 +248,7 @@ def finalize_job(self: Task, job_id: str) -> str:
     except Exception as exc:
         if is_transient(exc) or self.request.retries < FINALIZE_MAX_RETRIES:
             raise self.retry(countdown=retry_delay(self.request.retries), exc=exc) from exc
-        log.exception("finalizing job %s failed", job_id)
+        log.error("finalizing job %s failed: %s", job_id, describe_exception(exc))
         with session_scope(settings.database_url) as session:
             execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
         return "failed"
