@@ -73,6 +73,11 @@ def _relay(settings: Settings, outbox_ids: list[str]) -> None:
         log.warning("could not relay outbox messages now (%s); the reconciler will", type(exc).__name__)
 
 
+class ChunkFailed(Exception):
+    """What Celery logs of a chunk's exception: its type. The message may quote a prompt, a record or a
+    generated text; the type and frames are logged here (factory/logs.py)."""
+
+
 class SlowSource(Exception):
     """The source read used too much of the time limit: retried unclaimed, with a fresh budget."""
 
@@ -140,6 +145,9 @@ def _run_claimed(task: Task, settings: Settings, claimed: execution.ClaimedChunk
         # An exception is the chunk's fault and uses up an attempt; the process being told
         # to stop (SystemExit, KeyboardInterrupt: a SIGTERM to every worker process) is not.
         _give_back(task, settings, chunk, owner, exc, infrastructure=not isinstance(exc, Exception))
+        if isinstance(exc, Exception) and not isinstance(exc, SoftTimeLimitExceeded):
+            log.warning("chunk %s failed: %s", chunk.id, describe_exception(exc))
+            raise ChunkFailed(type(exc).__name__) from None
         raise
     if lease.lost.is_set():
         return "lease-lost"
@@ -227,7 +235,7 @@ def _give_back(task: Task, settings: Settings, chunk: Chunk, owner: str, exc: Ba
         _relay(settings, outbox_ids)
         return
     if released and isinstance(exc, Exception):
-        raise task.retry(countdown=retry_delay(chunk.attempts), exc=exc)
+        raise task.retry(countdown=retry_delay(chunk.attempts), exc=ChunkFailed(reason))
 
 
 @app.task(name=FINALIZE_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
