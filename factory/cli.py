@@ -108,10 +108,12 @@ def reconcile(
     import logging
     import threading
 
+    from factory import logs
     from factory.reliability.reconciler import Reconciler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings_with_broker()
+    logs.install(settings)
     if interval is not None:
         settings = settings.model_copy(update={"reconcile_interval_s": interval})
     reconciler = Reconciler(settings, grace_s=grace)

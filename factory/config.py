@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     # Retry-After of a refusal by concurrent_jobs or queued_items (they free up as workers finish).
     quota_retry_after_s: int = Field(default=30, ge=1)
 
+    # --- personal data and retention (factory/privacy/) -----------------------
+    # Finished jobs, batches and campaigns (rows, result shards, exports, generated files) older
+    # than this many days are purged by the reconciler; unset keeps them forever.
+    retention_days: float | None = Field(default=None, gt=0)
+    # Uploaded files (often customer data) older than this are purged; unset: ``retention_days``.
+    upload_retention_days: float | None = Field(default=None, gt=0)
+    # What one reconciler pass may purge at most: files and jobs each, and objects in all.
+    retention_max_rows_per_pass: int = Field(default=100, ge=1)
+    retention_max_objects_per_pass: int = Field(default=2_000, ge=1)
+    # Root log level of the API and worker processes (unset: uvicorn's and Celery's own); whatever
+    # it is, secrets are masked and wire-level loggers stay at INFO (factory/logs.py).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:
         if not self.task_soft_time_limit_s < self.task_time_limit_s < self.broker_visibility_timeout_s:

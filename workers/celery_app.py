@@ -9,6 +9,7 @@ import os
 
 from celery import Celery
 
+from factory import logs
 from factory.config import get_settings
 from factory.queue import celery_config, model_queue, priority_queue
 
@@ -18,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 settings = get_settings()
+logs.install(settings)
 app = Celery("factory-worker")
 app.conf.update(celery_config(settings))
 # The priority queue first, and consumed in that order (not round robin): a synchronous

@@ -10,13 +10,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import after_setup_logger, worker_init, worker_process_init, worker_process_shutdown, worker_ready
 
 from factory.config import get_settings
 from factory.storage import open_store
 from workers import runtime
 
 log = logging.getLogger(__name__)
+
+
+@after_setup_logger.connect
+def _apply_log_level(logger: logging.Logger, **_: Any) -> None:
+    """FACTORY_LOG_LEVEL over --loglevel when it is set (Celery sets the root level after our import)."""
+    level = get_settings().log_level
+    if level is not None:
+        logger.setLevel(level)
 
 
 @worker_init.connect

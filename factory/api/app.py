@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from factory import __version__
+from factory import __version__, logs
 from factory.api import errors, routing
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    logs.install(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from factory.errors import FactoryError
+from factory.logs import describe_exception
 from factory.strict_json import join_path
 
 log = logging.getLogger(__name__)
@@ -77,5 +78,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
+        # Type and frames, not the message: it may quote a submitted value (factory/logs.py).
+        log.error("unhandled error: %s", describe_exception(exc))
         return JSONResponse(error_body("internal_error", "internal error", status=500), status_code=500)

@@ -45,6 +45,7 @@ from factory.jobs.repository import JobRepository
 from factory.jobs.service import CreatedJob, get_job
 from factory.models import registry
 from factory.outbox.repository import OutboxRepository
+from factory.privacy.repository import SOURCE_FILE
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
@@ -215,6 +216,8 @@ def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_
         "include_source": body.include_source,
         "task": body.task,
     }
+    if body.dataset.file_id is not None:  # deleting that file erases this job's copies of it
+        options[SOURCE_FILE] = body.dataset.file_id
     job = Job(
         id=job_id, tenant_id=tenant_id, kind=KIND, status=JobStatus.QUEUED, model=model,
         queue=settings.queue_for_model(model), template=prompts.PROMPTS_TEXT,

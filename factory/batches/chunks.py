@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from factory.batches import lines as batch_lines
 from factory.batches.lines import ItemSpec, LineContext, LineError
+from factory.logs import describe_exception
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ def _line_specs(ctx: LineContext, line_no: int, raw: bytes) -> list[ItemSpec]:
         return batch_lines.expand(ctx, line_no, line)
     except LineError as exc:  # valid at submit: the worker runs with other limits than the API
         error = f"{exc.code}: {exc.message}"
-    except Exception:  # a bug: the line fails alone rather than its chunk never being claimable
-        log.exception("line %d of a batch file could not be expanded", line_no)
+    except Exception as exc:  # a bug: the line fails alone rather than its chunk never being claimable
+        log.error("line %d of a batch file could not be expanded: %s", line_no, describe_exception(exc))
         error = "expansion_failed: the line could not be turned into requests"
     return [ItemSpec(line["custom_id"], 0, {"line": line_no, "url": line["url"]}, "", batch_lines.EMPTY_SHA256,
                      None, 0, error=error)]

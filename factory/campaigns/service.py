@@ -36,6 +36,7 @@ from factory.files import service as files_service
 from factory.jobs.repository import JobRepository
 from factory.models import registry
 from factory.outbox.repository import OutboxRepository
+from factory.privacy.repository import SOURCE_FILE
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
@@ -230,6 +231,8 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
     briefs = [[c.render(u.values, field="audience", as_data=True) for c in compiled] for u in units]
     job_seed = body.params.seed if body.params.seed is not None else secrets.randbelow(2**31)
     job = _write_job(session, settings, tenant_id, job_id, model, plan, units, briefs, templates, job_seed)
+    if body.audience.file_id is not None:  # deleting that file erases this job's copies of it
+        job.options = {**job.options, SOURCE_FILE: body.audience.file_id}
     store.put_bytes(plan.audience_key, sink.getvalue(), "application/x-ndjson")
     outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue,
                                                     [[c] for c in JobRepository(session).chunk_ids(job.id)])

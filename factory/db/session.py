@@ -76,7 +76,7 @@ def _checkpointer(engine_ref: weakref.ReferenceType[Engine]) -> None:
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _prepare_sqlite(url)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         file_backed = make_url(url).database not in (None, "", ":memory:")
 
         @event.listens_for(engine, "connect")
@@ -96,7 +96,9 @@ def get_engine(url: str) -> Engine:
     # pre-ping replaces connections a database restart killed; a bounded connect
     # timeout turns an unreachable server into a quick, retryable OperationalError.
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args)
+    # hide_parameters: a statement error (and SQL logging) never carries the values bound to it.
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args,
+                           hide_parameters=True)
     if engine.dialect.name == "postgresql":
         event.listen(engine, "connect", lambda dbapi_conn, _record: tenancy.start_in_system_mode(dbapi_conn))
     return engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from factory.db.base import utcnow
@@ -35,6 +35,12 @@ class IdempotencyRepository:
         self.session.execute(delete(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id,
                                                           IdempotencyKey.key == key))
 
-    def purge_created_before(self, cutoff: datetime) -> int:
-        result = self.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
+    def purge_created_before(self, cutoff: datetime, limit: int | None = None) -> int:
+        """Delete keys created before ``cutoff``, at most ``limit`` of them (oldest first)."""
+        old = IdempotencyKey.created_at < cutoff
+        if limit is not None:
+            oldest = (select(IdempotencyKey.tenant_id, IdempotencyKey.key).where(old)
+                      .order_by(IdempotencyKey.created_at).limit(limit))
+            old = tuple_(IdempotencyKey.tenant_id, IdempotencyKey.key).in_(oldest)
+        result = self.session.execute(delete(IdempotencyKey).where(old))
         return int(getattr(result, "rowcount", 0) or 0)

@@ -97,6 +97,6 @@ def finish(session: Session, tenant_id: str, key: str, status_code: int | None, 
         repo.complete(tenant_id, key, status_code, content_type, body)
 
 
-def purge_expired(session: Session, ttl_s: int) -> int:
-    """Delete keys older than the TTL (for a periodic job); returns how many."""
-    return IdempotencyRepository(session).purge_created_before(utcnow() - timedelta(seconds=ttl_s))
+def purge_expired(session: Session, ttl_s: int, limit: int | None = None) -> int:
+    """Delete keys older than the TTL, at most ``limit`` (a reconciler step); returns how many."""
+    return IdempotencyRepository(session).purge_created_before(utcnow() - timedelta(seconds=ttl_s), limit)

@@ -29,9 +29,12 @@ from sqlalchemy.orm import Session
 from factory.batches.service import expire_due_batches
 from factory.config import Settings
 from factory.db.session import get_sessionmaker, session_scope
+from factory.idempotency import service as idempotency_service
 from factory.outbox import relay
+from factory.privacy import erasure, retention
 from factory.reliability import service
 from factory.reliability.schemas import ReconcilePass
+from factory.storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class Reconciler:
         self._step(result, "finalize", self._finalize_forgotten)
         self._step(result, "lost-wake-ups", self._requeue_lost)
         self._step(result, "batch-expiry", self._expire_batches)
+        self._step(result, "erasure", self._finish_erasures)
+        self._step(result, "retention", self._purge_expired)
+        self._step(result, "idempotency-keys", self._purge_idempotency_keys)
         return result
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -148,3 +154,27 @@ class Reconciler:
             return ids
 
         self._commit_then_relay(rule)
+
+    # --- personal data and retention (factory/privacy/) -------------------------------
+    def _finish_erasures(self, result: ReconcilePass) -> None:
+        """Jobs that were running when the file they copy was deleted, and have ended since."""
+        with session_scope(self.settings.database_url) as session:
+            result.jobs_erased, deleted = erasure.finish_pending(
+                session, open_store(self.settings), self.settings.retention_max_rows_per_pass,
+                self.settings.retention_max_objects_per_pass)
+        result.objects_deleted += deleted
+
+    def _purge_expired(self, result: ReconcilePass) -> None:
+        """Uploads and results past their retention (nothing when no retention is set)."""
+        if self.settings.retention_days is None and self.settings.upload_retention_days is None:
+            return
+        with session_scope(self.settings.database_url) as session:
+            purged = retention.purge_expired(session, self.settings, open_store(self.settings))
+        result.files_purged, result.jobs_purged = purged.files, purged.jobs
+        result.objects_deleted += purged.objects
+
+    def _purge_idempotency_keys(self, result: ReconcilePass) -> None:
+        """Stored responses past FACTORY_IDEMPOTENCY_TTL_S (they no longer replay; they only took room)."""
+        with session_scope(self.settings.database_url) as session:
+            result.idempotency_keys_purged = idempotency_service.purge_expired(
+                session, self.settings.idempotency_ttl_s, self.settings.retention_max_rows_per_pass)

@@ -17,12 +17,20 @@ class ReconcilePass(BaseModel):
     requeued_lost: int = 0
     finalize_requested: int = 0
     batches_expired: int = 0
+    # Personal data and retention (factory/privacy/): jobs whose copies of a deleted file were erased,
+    # files and ended jobs purged by age, objects deleted by both, expired idempotency keys.
+    jobs_erased: int = 0
+    files_purged: int = 0
+    jobs_purged: int = 0
+    objects_deleted: int = 0
+    idempotency_keys_purged: int = 0
     failed_steps: list[str] = Field(default_factory=list)
 
     @property
     def acted(self) -> bool:
         return bool(self.outbox_sent or self.dead_lettered or self.requeued_expired or self.requeued_lost
-                    or self.finalize_requested or self.batches_expired)
+                    or self.finalize_requested or self.batches_expired or self.jobs_erased or self.files_purged
+                    or self.jobs_purged or self.objects_deleted or self.idempotency_keys_purged)
 
 
 class ChunkRef(BaseModel):

@@ -48,6 +48,11 @@ def _job_prefix(tenant_id: str, job_id: str) -> str:
     return f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
 
 
+def job_prefix(tenant_id: str, job_id: str) -> str:
+    """Every object a job wrote (shards, error file, manifest, audience, exports, dataset) is under this."""
+    return _job_prefix(tenant_id, job_id) + "/"
+
+
 def campaign_audience_key(tenant_id: str, job_id: str) -> str:
     """A campaign's recipients as submitted (normalised JSONL), read back by the export step."""
     return f"{_job_prefix(tenant_id, job_id)}/campaign/audience.jsonl"

@@ -79,7 +79,12 @@ class LocalStore:
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         base = self.root
-        for path in sorted(base.rglob("*")):
+        # Walk only the directory the prefix names (a job's or a tenant's), not the whole store.
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else base
+        if not start.is_dir():
+            return
+        for path in sorted(start.rglob("*")):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(base).as_posix()
                 if key.startswith(prefix):

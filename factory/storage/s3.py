@@ -128,12 +128,15 @@ class S3Store:
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix):]
+        with _reading():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(self.prefix):]
 
     def delete(self, key: str) -> None:
-        self._client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        """Idempotent (S3 answers a missing key with success); an outage is a StorageError."""
+        with _reading():
+            self._client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"

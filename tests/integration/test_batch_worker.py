@@ -323,13 +323,14 @@ def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_ur
     assert sorted(x["custom_id"] for x in output + errors) == [x["custom_id"] for x in lines]
 
 
-def test_workers_read_the_lines_of_a_deleted_input_file_and_a_vanished_one_fails_its_chunks(
+def test_a_deleted_input_cancels_its_batch_cleanly_and_a_vanished_one_fails_its_chunks(
     pg_db: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
     """Items are written by the worker that claims a chunk, from the stored input file. Deleting the
-    file through the API while the batch runs must not lose a line; the content goes once the batch
-    ends. If the content vanishes behind the factory's back, the chunks fail (counted as failed
-    lines) instead of being retried forever."""
+    file through the API while the batch runs erases the batch's data (docs/privacy.md): the batch is
+    cancelled, every line is still answered (as cancelled, read from the kept content by the
+    finalize step), and the content goes once the batch ends. If the content vanishes behind the
+    factory's back, the chunks fail (counted as failed lines) instead of being retried forever."""
     env = env_for(pg_db, broker_url, tmp_path)
     lines = [chat(f"d{i}", f"line {i}") for i in range(5)]
     objects = tmp_path / "objects"
@@ -345,10 +346,11 @@ def test_workers_read_the_lines_of_a_deleted_input_file_and_a_vanished_one_fails
         with worker(env, tmp_path / "worker.log"):
             done = batch_when(http, kept["id"], lambda b: b["status"] in TERMINAL)
             failed = batch_when(http, gone["id"], lambda b: b["status"] in TERMINAL)
-            output = file_lines(http, done["output_file_id"])
+            errors_file = file_lines(http, done["error_file_id"])
 
-    assert done["status"] == "completed" and done["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
-    assert [x["custom_id"] for x in output] == [x["custom_id"] for x in lines]
+    assert done["status"] == "cancelled" and done["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
+    assert [(x["custom_id"], x["error"]["code"]) for x in errors_file] == [(x["custom_id"], "batch_cancelled")
+                                                                             for x in lines]
     assert not inputs[kept["input_file_id"]].exists()  # deleted with the batch's end
     assert failed["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
     with get_sessionmaker(pg_db)() as s:

@@ -18,6 +18,7 @@ from factory.db.models import Chunk, Item, Job
 from factory.jobs import execution
 from factory.jobs.execution import CheckOutcome
 from factory.jobs.service import result_line
+from factory.logs import describe_exception
 from factory.provenance.hashing import canonical_json
 from factory.storage import ObjectStore
 from factory.storage.keys import job_errors_key, job_manifest_key
@@ -139,8 +140,8 @@ def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Ou
         if is_out_of_memory(exc):
             log.warning("batch of %d ran out of memory; splitting it in halves", len(reqs))
         else:
-            log.warning("batch of %d failed; splitting it in halves to isolate the bad item", len(reqs),
-                        exc_info=True)
+            log.warning("batch of %d failed; splitting it in halves to isolate the bad item: %s", len(reqs),
+                        describe_exception(exc))
     half = len(reqs) // 2
     return _sized(generate_isolating(gen, reqs[:half]), half) + \
         _sized(generate_isolating(gen, reqs[half:]), len(reqs) - half)

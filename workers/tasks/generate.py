@@ -38,6 +38,7 @@ from factory.db.models import Chunk, Job
 from factory.db.session import session_scope
 from factory.jobs import execution
 from factory.jobs.service import result_line
+from factory.logs import describe_exception
 from factory.outbox import relay
 from factory.provenance.hashing import canonical_json
 from factory.queue import FINALIZE_JOB_TASK, GENERATE_CHUNK_TASK
@@ -70,6 +71,11 @@ def _relay(settings: Settings, outbox_ids: list[str]) -> None:
             relay.relay(session, settings, outbox_ids)
     except Exception as exc:
         log.warning("could not relay outbox messages now (%s); the reconciler will", type(exc).__name__)
+
+
+class ChunkFailed(Exception):
+    """What Celery logs of a chunk's exception: its type. The message may quote a prompt, a record or a
+    generated text; the type and frames are logged here (factory/logs.py)."""
 
 
 class SlowSource(Exception):
@@ -139,6 +145,9 @@ def _run_claimed(task: Task, settings: Settings, claimed: execution.ClaimedChunk
         # An exception is the chunk's fault and uses up an attempt; the process being told
         # to stop (SystemExit, KeyboardInterrupt: a SIGTERM to every worker process) is not.
         _give_back(task, settings, chunk, owner, exc, infrastructure=not isinstance(exc, Exception))
+        if isinstance(exc, Exception) and not isinstance(exc, SoftTimeLimitExceeded):
+            log.warning("chunk %s failed: %s", chunk.id, describe_exception(exc))
+            raise ChunkFailed(type(exc).__name__) from None
         raise
     if lease.lost.is_set():
         return "lease-lost"
@@ -226,7 +235,7 @@ def _give_back(task: Task, settings: Settings, chunk: Chunk, owner: str, exc: Ba
         _relay(settings, outbox_ids)
         return
     if released and isinstance(exc, Exception):
-        raise task.retry(countdown=retry_delay(chunk.attempts), exc=exc)
+        raise task.retry(countdown=retry_delay(chunk.attempts), exc=ChunkFailed(reason))
 
 
 @app.task(name=FINALIZE_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -247,7 +256,7 @@ def finalize_job(self: Task, job_id: str) -> str:
     except Exception as exc:
         if is_transient(exc) or self.request.retries < FINALIZE_MAX_RETRIES:
             raise self.retry(countdown=retry_delay(self.request.retries), exc=exc) from exc
-        log.exception("finalizing job %s failed", job_id)
+        log.error("finalizing job %s failed: %s", job_id, describe_exception(exc))
         with session_scope(settings.database_url) as session:
             execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
         return "failed"

@@ -9,10 +9,11 @@ from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.api.routing import UPLOAD_BODY, api_router
-from factory.batches import service as batches_service
 from factory.errors import NotFound
 from factory.files import service as files_service
 from factory.files.schemas import FileDeleted, FileList, FileOut
+from factory.outbox import relay
+from factory.privacy import erasure
 from factory.storage import open_store
 
 router = api_router(prefix="/v1/files", tags=["files"], body_limit=UPLOAD_BODY)
@@ -53,7 +54,8 @@ def get_file_content(file_id: str, session: SessionDep, settings: SettingsDep, t
 
 @router.delete("/{file_id}")
 def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileDeleted:
-    files_service.delete_file(session, open_store(settings), tenant, file_id,
-                              in_use=lambda: batches_service.reads_input(session, tenant, file_id))
+    """The file and what was copied from it (docs/privacy.md); jobs still running on it are cancelled."""
+    outbox_ids = erasure.erase_file(session, open_store(settings), tenant, file_id)
     session.commit()
+    relay.relay(session, settings, outbox_ids)
     return FileDeleted(id=file_id, deleted=True)

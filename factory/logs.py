@@ -1,0 +1,122 @@
+"""What the factory's processes log: never a secret, never a record value or a generated text.
+
+Two rules, applied in one place to every log record of the process (a record factory, so it
+holds for our loggers and for uvicorn's, Celery's, httpx's alike, whatever handlers they set up):
+
+- **Secrets are masked**: the S3 access and secret keys, the webhook secret, the passwords in the
+  database and broker URLs (values taken from the settings), and by pattern any ``scheme://user:
+  password@`` credentials, ``Authorization: Bearer ...`` tokens, API keys (``cf_...``, all but their
+  prefix) and URL query strings (a webhook
+  URL may carry a token). Access-log lines keep the path and drop the query string.
+- **Wire-level DEBUG loggers stay at INFO or above** (botocore logs request bodies, i.e. result
+  shards, and signed headers; SQLAlchemy logs statement parameters, i.e. records). Engines are
+  also built with ``hide_parameters`` so a statement error carries no values.
+
+Record values reach logs only through exception messages; the places that log an exception which
+may quote one (a line that failed to expand, a generator crash, an unexpected error) log its type
+and frames, not its message (``describe_exception``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from factory.config import Settings
+
+MASK = "***"
+# Loggers that write request/response bodies or statement parameters below these levels.
+QUIET_LOGGERS = {"botocore": logging.INFO, "boto3": logging.INFO, "s3transfer": logging.INFO,
+                 "urllib3": logging.INFO, "httpcore": logging.INFO, "hpack": logging.INFO,
+                 "sqlalchemy": logging.WARNING, "multipart": logging.INFO, "python_multipart": logging.INFO}
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), rf"\1 {MASK}"),
+    # An API key on its own (factory.auth.service's shape): its prefix may show, never the rest.
+    (re.compile(r"\b(cf_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]{35}\b"), rf"\1{MASK}"),
+    (re.compile(r"(\w[\w+.-]*://[^/\s:@'\"]*:)[^@\s'\"/]+@"), rf"\1{MASK}@"),
+    (re.compile(r"(https?://[^\s?#'\"]+)\?[^\s#'\"]+"), rf"\1?{MASK}"),
+]
+_base_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The configured secrets, as they could appear in a message (longest first)."""
+    found = [s.get_secret_value() for s in (settings.s3_access_key_id, settings.s3_secret_access_key,
+                                            settings.webhook_secret) if s is not None]
+    for url in (settings.database_url, settings.broker_url):
+        password = urlsplit(url).password if url else None
+        if password:
+            found.append(password)
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    text = _replace(text, secrets)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _replace(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The exception's type and stack, without its message (which may quote a record or a prompt)."""
+    frames = traceback.format_tb(exc.__traceback__)
+    return f"{type(exc).__module__}.{type(exc).__qualname__}\n" + "".join(frames)
+
+
+def _redact_arg(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    text = str(value)
+    cleaned = redact(text, secrets)
+    return value if cleaned == text else cleaned
+
+
+def install(settings: Settings) -> None:
+    """Mask secrets in every log record this process makes from now on (idempotent), quiet the
+    wire-level loggers, and apply ``FACTORY_LOG_LEVEL`` to the root logger when it is set."""
+    global _base_factory
+    secrets = secret_values(settings)
+    if _base_factory is None:
+        _base_factory = logging.getLogRecordFactory()
+    base = _base_factory
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        _clean(record, secrets)
+        return record
+
+    logging.setLogRecordFactory(make_record)
+    for name, level in QUIET_LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    if settings.log_level is not None:
+        root = logging.getLogger()
+        root.setLevel(settings.log_level)
+        if not root.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            root.addHandler(handler)
+
+
+def _clean(record: logging.LogRecord, secrets: list[str]) -> None:
+    if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+        client, method, path, version, status = record.args
+        record.args = (client, method, str(path).split("?", 1)[0], version, status)
+    if isinstance(record.msg, str):  # patterns only on a message without arguments: keep its placeholders
+        record.msg = redact(record.msg, secrets) if not record.args else _replace(record.msg, secrets)
+    if isinstance(record.args, tuple):
+        record.args = tuple(_redact_arg(a, secrets) for a in record.args)
+    elif isinstance(record.args, dict):
+        record.args = {k: _redact_arg(v, secrets) for k, v in record.args.items()}
+    if record.exc_info and record.exc_info[1] is not None:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info), secrets)
