@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from factory.db.models import AugmentationVerdict, Item, ItemState
 from factory.db.session import get_sessionmaker
-from tests.keys import auth_headers
+from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.services import REPO, SeaweedS3
 from workers.kinds.augmentation import apply_rule
@@ -34,7 +34,7 @@ def test_example_job_via_cli_yields_k_variants_per_row_a_report_and_a_loadable_d
         FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
         FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
         FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_GENERATOR="fake", FACTORY_CHUNK_SIZE="8",
-        FACTORY_RULE_CHUNK_SIZE="64",
+        FACTORY_RULE_CHUNK_SIZE="64", FACTORY_API_KEY=api_key(pg_db),  # the CLI's key
     )
     with open(EXAMPLE / "intents.csv", encoding="utf-8") as fh:
         source = list(csv.DictReader(fh))

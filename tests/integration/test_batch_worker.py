@@ -58,7 +58,7 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
 def env_for(pg_db: str, broker_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return factory_env(FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url,
                        FACTORY_STORAGE_URL=f"file://{tmp_path}/objects", FACTORY_GENERATOR="fake",
-                       FACTORY_CHUNK_SIZE="2", **extra)
+                       FACTORY_CHUNK_SIZE="2", FACTORY_API_KEY=api_key(pg_db), **extra)  # for the CLI
 
 
 def wait_until(check: Callable[[], dict[str, Any] | None], timeout: float, what: str) -> dict[str, Any]:

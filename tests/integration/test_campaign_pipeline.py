@@ -16,7 +16,7 @@ import pytest
 
 from factory.channels.sms import smart_encode
 from tests import campaign_data as data
-from tests.keys import auth_headers
+from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.services import SeaweedS3
 
@@ -51,7 +51,7 @@ def env(pg_db: str, broker_url: str, s3_server: SeaweedS3, s3_bucket: str) -> di
         FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
         FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
         FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_GENERATOR="fake", FACTORY_CHUNK_SIZE="8",
-        FACTORY_MAX_AUDIENCE="100",
+        FACTORY_MAX_AUDIENCE="100", FACTORY_API_KEY=api_key(pg_db),  # the CLI's key
     )
 
 
