@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from factory.api.app import create_app
 from factory.batches import service as batches_service
 from factory.config import Settings
 from factory.db.models import AugmentationSourceRow, Batch, Item, ItemState, Job
@@ -26,6 +25,7 @@ from factory.storage import open_store
 from factory.storage.keys import job_prefix
 from tests import campaign_data as data
 from tests.inprocess import run_to_the_end
+from tests.keys import api_test_client
 from tests.privacy_checks import objects_with, rows_with
 from tests.rows import count_rows
 from tests.services import SeaweedS3
@@ -185,7 +185,7 @@ def s3_settings(db_url: str, broker_url: str, s3_server: SeaweedS3, s3_bucket: s
 def test_a_delete_while_s3_is_down_changes_nothing_and_its_retry_finishes_the_job(
         s3_settings: Settings, s3_server: SeaweedS3) -> None:
     settings = s3_settings
-    with TestClient(create_app(settings)) as client:
+    with api_test_client(settings) as client:
         file_id, job_id = _campaign_from_file(client)
         run_to_the_end(settings, job_id, f"Hi {CANARY}-name")
         copies = rows_with(settings, CANARY)

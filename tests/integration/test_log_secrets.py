@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.keys import api_key
 from tests.processes import api_server, stack_env, wait_job, worker
 from tests.services import SeaweedS3, free_port
 
@@ -25,9 +26,8 @@ VALUE = "CANARYVALUE4e1d"  # a recipient's field: stored, rendered, generated fr
 SECRETS = {"FACTORY_S3_ACCESS_KEY_ID": "CANARYACCESSKEY4e1d", "FACTORY_S3_SECRET_ACCESS_KEY": "CANARYSECRET4e1d",
            "FACTORY_WEBHOOK_SECRET": "CANARYWEBHOOKSECRET4e1d"}
 DB_PASSWORD = "CANARYDBPASSWORD4e1d"
-API_KEY = "CANARYAPIKEY4e1d"
 URL_TOKEN = "CANARYURLTOKEN4e1d"
-CANARIES = [VALUE, DB_PASSWORD, API_KEY, URL_TOKEN, *SECRETS.values()]
+CANARIES = [VALUE, DB_PASSWORD, URL_TOKEN, *SECRETS.values()]
 
 
 def _chat_line(custom_id: str, content: str) -> bytes:
@@ -84,8 +84,10 @@ def test_no_canary_reaches_a_log_or_an_error_body(pg_db: str, broker_url: str, s
                     FACTORY_LOG_LEVEL=level, FACTORY_WEBHOOK_ALLOW_PRIVATE="true", FACTORY_CHUNK_SIZE="2")
     env.update(SECRETS)
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    key = api_key(pg_db)  # a real key: its secret part (all but the 11-character prefix) is a canary too
+    canaries = [*CANARIES, key[11:]]
     with api_server(env, api_log) as url, worker(env, worker_log):
-        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
             bodies = _exercise(client)
     logs = {"api": api_log.read_text(errors="replace"), "worker": worker_log.read_text(errors="replace")}
     # The logs are there and say things (the test can fail): requests, tasks, the poisoned item.
@@ -93,5 +95,5 @@ def test_no_canary_reaches_a_log_or_an_error_body(pg_db: str, broker_url: str, s
     if level == "DEBUG":
         assert " DEBUG " in logs["api"] and "DEBUG" in logs["worker"]
     found = [(name, c) for name, text in [*logs.items(), *(("error body", b) for b in bodies)]
-             for c in CANARIES if c in text]
+             for c in canaries if c in text]
     assert found == []

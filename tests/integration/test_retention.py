@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from factory.api.app import create_app
 from factory.batches import service as batches_service
 from factory.config import Settings
 from factory.db.base import utcnow
@@ -28,6 +27,7 @@ from factory.reliability.reconciler import Reconciler
 from factory.storage import open_store
 from factory.storage.keys import job_prefix
 from tests.inprocess import run_to_the_end
+from tests.keys import api_test_client
 from tests.services import SeaweedS3
 
 OLD = timedelta(days=40)  # past the 30 days of retention below
@@ -46,7 +46,7 @@ def settings(request: pytest.FixtureRequest, db_url: str, broker_url: str, tmp_p
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with api_test_client(settings) as c:
         yield c
 
 
@@ -152,7 +152,7 @@ def test_a_pass_is_bounded_and_the_next_one_carries_on(db_url: str, broker_url: 
     settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
                         chunk_size=1, retention_days=30, retention_max_rows_per_pass=1,
                         retention_max_objects_per_pass=2, reconcile_grace_s=0)
-    with TestClient(create_app(settings)) as client:
+    with api_test_client(settings) as client:
         first, second = _job(client, n=3), _job(client, n=3)  # three chunks, three result shards each
         for job_id in (first, second):
             run_to_the_end(settings, job_id, "a text")
