@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from factory import __version__
-from factory.api import errors
+from factory.api import errors, openapi
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
 from factory.api.idempotency import IdempotencyMiddleware
@@ -71,5 +71,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     app.include_router(health.router)
     for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation):
-        app.include_router(domain.router, dependencies=[Depends(get_principal)])
+        app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
+    openapi.install(app, settings)
     return app

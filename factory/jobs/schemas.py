@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
 )
 
+from factory.models.registry import ModelName
+
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
 
 
@@ -74,7 +76,7 @@ class JobCreate(BaseModel):
     audience: Annotated[list[dict[Annotated[str, Field(max_length=128)], Scalar]], Field(min_length=1)]
     key_field: Annotated[str, Field(min_length=1, max_length=128)] = "id"
     variants: int = Field(default=1, ge=1, le=64)
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    model: ModelName | None = None
     params: GenerationParams = Field(default_factory=GenerationParams)
 
     @field_validator("audience")

@@ -5,21 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from factory.api.deps import SessionDep, TenantDep
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND
 from factory.brands import service
 from factory.brands.schemas import BrandCreate, BrandOut, BrandRules
 from factory.templates.schemas import check_name
 
-router = APIRouter(prefix="/v1/brands", tags=["brands"])
+router = APIRouter(prefix="/v1/brands", tags=["brands"], responses=NOT_FOUND)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=BODY | CONFLICT)
 def create_brand(body: BrandCreate, session: SessionDep, tenant: TenantDep) -> BrandOut:
     brand = service.create_brand(session, tenant, body)
     session.commit()
     return service.describe(brand)
 
 
-@router.put("/{name}")
+@router.put("/{name}", responses=BODY | {201: {"model": BrandOut, "description": "A new version."}})
 def edit_brand(name: str, body: BrandRules, session: SessionDep, tenant: TenantDep, response: Response) -> BrandOut:
     """A new version (201), or the current one (200) when nothing changed."""
     check_name(name)

@@ -5,20 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND
 from factory.templates import service
 from factory.templates.schemas import TemplateBody, TemplateCreate, TemplateOut, check_name
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"])
+router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=NOT_FOUND)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=BODY | CONFLICT)
 def create_template(body: TemplateCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> TemplateOut:
     template = service.create_template(session, settings, tenant, body)
     session.commit()
     return service.describe(template)
 
 
-@router.put("/{name}")
+@router.put("/{name}", responses=BODY | {201: {"model": TemplateOut, "description": "A new version."}})
 def edit_template(name: str, body: TemplateBody, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
                   response: Response) -> TemplateOut:
     """A new version (201), or the current one (200) when nothing changed."""
