@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import compile_path
 
 from factory.errors import FactoryError
 
@@ -44,10 +45,9 @@ def allowed_methods(request: Request) -> str:
     """Every method some route of this path takes. Starlette's own ``Allow`` names only the first route
     that matched the path, and a path often has several (``GET /v1/files`` and ``POST /v1/files``)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE and isinstance(route, Route):
-            methods |= route.methods or set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(request.url.path):
+            methods |= route.methods
     return ", ".join(sorted(methods))
 
 

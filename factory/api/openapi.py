@@ -8,13 +8,14 @@ a route answers is declared here, with the one error body every error has.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from factory.config import Settings
+from factory.config import SETTING_MAXIMUM_MARK, Settings
 from factory.models import registry
 from factory.models.registry import MODEL_NAME_MARK
 
@@ -84,24 +85,36 @@ def content(*media_types: str) -> Responses:
                   "content": {media_type: {"schema": {"type": "string"}} for media_type in media_types}}}
 
 
-def _fill_model_enums(node: Any, models: list[str]) -> None:
+def _complete(node: Any, settings: Settings) -> None:
+    """Put what ``settings`` decide where the schemas mark it (the model enum, limits); close the dicts whose
+    keys pydantic checks (it writes their key pattern as ``patternProperties``, which admits any other key);
+    write an integer's bounds as integers (FastAPI writes ``1.0``, and a client reading it sends ``3.0``,
+    which a strict integer refuses)."""
     if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                if isinstance(node.get(bound), float) and node[bound].is_integer():
+                    node[bound] = int(node[bound])
+        if "patternProperties" in node:
+            node.setdefault("additionalProperties", False)
         if node.pop(MODEL_NAME_MARK, False):
-            node["enum"] = models
+            node["enum"] = registry.allowed_models(settings.model_allowlist)
+        if SETTING_MAXIMUM_MARK in node:
+            node["maximum"] = min(node.get("maximum", math.inf), getattr(settings, node.pop(SETTING_MAXIMUM_MARK)))
         for value in node.values():
-            _fill_model_enums(value, models)
+            _complete(value, settings)
     elif isinstance(node, list):
         for value in node:
-            _fill_model_enums(value, models)
+            _complete(value, settings)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Build the document once, on first request, with the models ``settings`` allow as ``model``'s enum."""
+    """Build the document once, on first request, with this deployment's models and limits."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            _fill_model_enums(document, registry.allowed_models(settings.model_allowlist))
+            _complete(document, settings)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictStr, w
 from pydantic_core import to_json
 from typing_extensions import TypedDict
 
+from factory.config import SETTING_MAXIMUM_MARK
 from factory.models.registry import ModelName
 
 # The same bounds as a personalization job's GenerationParams.
@@ -62,7 +63,7 @@ class ChatCompletionRequest(TypedDict):
     temperature: NotRequired[Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None]
     top_p: NotRequired[Probability | None]
     seed: NotRequired[Annotated[int, Field(ge=0, le=2**31 - 1)] | None]
-    n: NotRequired[Annotated[int, Field(ge=1, le=64)]]
+    n: NotRequired[Annotated[int, Field(ge=1, le=64, json_schema_extra={SETTING_MAXIMUM_MARK: "max_variants"})]]
     stop: NotRequired[StopString | Annotated[list[StopString], Field(max_length=4)] | None]
     # Not OpenAI: the model's repetition penalty (1.0 = off).
     repetition_penalty: NotRequired[Annotated[float, Field(ge=1.0, le=2.0, allow_inf_nan=False)] | None]

@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from factory.config import SETTING_MAXIMUM_MARK
 from factory.models.registry import ModelName
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
@@ -75,7 +76,7 @@ class JobCreate(BaseModel):
     system_prompt: Annotated[str, Field(max_length=20_000)] | None = None
     audience: Annotated[list[dict[Annotated[str, Field(max_length=128)], Scalar]], Field(min_length=1)]
     key_field: Annotated[str, Field(min_length=1, max_length=128)] = "id"
-    variants: int = Field(default=1, ge=1, le=64)
+    variants: int = Field(default=1, ge=1, le=64, json_schema_extra={SETTING_MAXIMUM_MARK: "max_variants"})
     model: ModelName | None = None
     params: GenerationParams = Field(default_factory=GenerationParams)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from factory.api.deps import SessionDep, TenantDep
 from factory.api.openapi import BODY, CONFLICT, NOT_FOUND
@@ -31,5 +33,6 @@ def edit_brand(name: str, body: BrandRules, session: SessionDep, tenant: TenantD
 
 
 @router.get("/{name}")
-def get_brand(name: str, session: SessionDep, tenant: TenantDep, version: int | None = None) -> BrandOut:
+def get_brand(name: str, session: SessionDep, tenant: TenantDep,
+                 version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> BrandOut:
     return service.describe(service.get_brand(session, tenant, name, version))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.api.openapi import BODY, CONFLICT, NOT_FOUND
@@ -36,5 +38,6 @@ def list_templates(session: SessionDep, tenant: TenantDep) -> dict[str, list[Tem
 
 
 @router.get("/{name}")
-def get_template(name: str, session: SessionDep, tenant: TenantDep, version: int | None = None) -> TemplateOut:
+def get_template(name: str, session: SessionDep, tenant: TenantDep,
+                 version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> TemplateOut:
     return service.describe(service.get_template(session, tenant, name, version))
