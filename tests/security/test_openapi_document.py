@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from factory.api.app import create_app
+from factory.batches.lines import SUPPORTED_URLS
 from factory.config import Settings
 from factory.models.registry import allowed_models
 from tests.keys import api_test_client
@@ -66,7 +67,7 @@ def test_model_enums_are_the_models_this_deployment_accepts(sqlite_session_url: 
     nothing_allowed = document(Settings(database_url=sqlite_session_url, model_allowlist=["no-such-model"]))
     assert nothing_allowed["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]["enum"] == []
     batch = everything["components"]["schemas"]["BatchCreate"]["properties"]
-    assert batch["endpoint"]["enum"] == ["/v1/chat/completions", "/v1/personalize", "/v1/augment"]
+    assert batch["endpoint"]["enum"] == list(SUPPORTED_URLS)
     assert batch["completion_window"] == {"const": "24h", "title": "Completion Window", "type": "string"}
 
 
