@@ -14,6 +14,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Marks a schema's numeric limit as this setting's value: the API's OpenAPI document states the deployment's limit.
+SETTING_MAXIMUM_MARK = "x-factory-maximum"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACTORY_", extra="ignore", frozen=True)

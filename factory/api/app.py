@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from factory import __version__, logs
-from factory.api import errors, routing
+from factory.api import errors, openapi, routing
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
 from factory.api.idempotency import IdempotencyMiddleware
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     app.include_router(health.router)
     for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation):
-        app.include_router(domain.router, dependencies=[Depends(get_principal)])
+        app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
     routing.check_routes(app)
+    openapi.install(app, settings)
     return app

@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from factory.errors import FactoryError
 from factory.logs import describe_exception
@@ -41,6 +43,16 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes. Starlette's own ``Allow`` names only the first route
+    that matched the path, and a path often has several (``GET /v1/files`` and ``POST /v1/files``)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(FactoryError)
     async def _factory_error(_: Request, exc: FactoryError) -> JSONResponse:
@@ -63,9 +75,12 @@ def install(app: FastAPI) -> None:
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: a 405 lists what the path allows
+            headers["Allow"] = allowed_methods(request)
         return JSONResponse(error_body("http_error", str(exc.detail), status=exc.status_code),
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

@@ -43,6 +43,8 @@ RESOURCE_BODY = "resource_max_body_bytes"
 UPLOAD_BODY = "upload"
 _FORM_HEADROOM = 1 << 20
 _UNSAFE_PARAM = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# The same rule as the OpenAPI document states it for path and query parameters (JSON Schema's ECMA regex).
+URL_PARAM_PATTERN = "^[^\\u0000-\\u001f\\u007f]*$"
 # A form has one file and a few fields.
 _MAX_FORM_FILES = 1
 _MAX_FORM_FIELDS = 8
@@ -162,10 +164,12 @@ async def _read_form(request: StrictRequest) -> None:
                            f"{_MAX_FORM_FIELDS} fields)", field="body") from None
 
 
-def api_router(*, prefix: str, tags: list[str], body_limit: str = RESOURCE_BODY) -> APIRouter:
-    """An APIRouter whose routes are ``StrictRoute``; ``body_limit``: the Settings field bounding its bodies."""
+def api_router(*, prefix: str, tags: list[str], body_limit: str = RESOURCE_BODY,
+               responses: dict[int | str, dict[str, Any]] | None = None) -> APIRouter:
+    """An APIRouter whose routes are ``StrictRoute``; ``body_limit``: the Settings field bounding its bodies;
+    ``responses``: the error answers every route of it may give (``factory.api.openapi``)."""
     route_class = type(f"StrictRoute_{body_limit}", (StrictRoute,), {"body_limit_setting": body_limit})
-    return APIRouter(prefix=prefix, tags=list(tags), route_class=route_class)
+    return APIRouter(prefix=prefix, tags=list(tags), route_class=route_class, responses=responses)
 
 
 def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[APIRoute, str, set[str]]]:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from factory.jobs.schemas import GenerationParams, dispatch_on
+from factory.models.registry import ModelName
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
 FieldName = Annotated[str, Field(min_length=1, max_length=128)]
@@ -203,7 +204,7 @@ class AugmentationJobCreate(_Strict):
     filters: FilterSpec = Field(default_factory=FilterSpec)
     include_source: StrictBool = True
     task: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = "text-classification"
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    model: ModelName | None = None
     params: GenerationParams = Field(default_factory=_default_params)
 
     @field_validator("methods")

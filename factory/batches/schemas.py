@@ -29,8 +29,8 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     input_file_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    endpoint: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    completion_window: Annotated[StrictStr, Field(min_length=1, max_length=16)]
+    endpoint: Literal["/v1/chat/completions", "/v1/personalize", "/v1/augment"]  # batches.lines.SUPPORTED_URLS
+    completion_window: Literal["24h"]
     metadata: Metadata | None = None
     # Accepted for compatibility; generated files are kept until deleted.
     output_expires_after: OutputExpiresAfter | None = None

@@ -312,7 +312,7 @@ def list_batches(session: Session, tenant_id: str, *, after: str | None, limit: 
     if after is not None:
         cursor = repo.get(tenant_id, after)
         if cursor is None:
-            raise InvalidInput("after does not name a batch", field="after")
+            raise NotFound("after does not name a batch", field="after")
     rows = repo.page(tenant_id, after=cursor, limit=limit)
     page = [describe(session, b) for b in rows[:limit]]
     return BatchList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from factory.channels.specs import ChannelName
+from factory.models.registry import ModelName
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
@@ -95,7 +96,7 @@ class CampaignCreate(BaseModel):
     name_tag: FieldName | None = None
     language: Annotated[str, Field(pattern=r"^[a-z]{2}$")] | None = "en"
     max_attempts: int = Field(default=3, ge=1, le=8)
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    model: ModelName | None = None
     params: SamplingParams = Field(default_factory=SamplingParams)
 
 

@@ -6,7 +6,8 @@ silently ignored, except a few that change nothing about generation (``user``,
 
 TypedDicts validated by pydantic, not models: a 50,000-line batch validates every
 line with these, and building model instances cost about twice the validation
-itself (bench/ingest.py). Constraints only, no Python validators, for the same reason.
+itself (bench/ingest.py). Constraints only, no Python validators, for the same reason
+(but one on ``stream``, which is rarely sent).
 The helpers below read a validated body.
 """
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import ConfigDict, Field, StrictBool, StrictStr, with_config
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictStr, with_config
 from pydantic_core import to_json
 from typing_extensions import TypedDict
 
 from factory.batches.schemas import Metadata
+from factory.config import SETTING_MAXIMUM_MARK
+from factory.models.registry import ModelName
 
 # The same bounds as a personalization job's GenerationParams.
 MAX_TOKENS = 1024
@@ -32,6 +35,15 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 
 StopString = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 Probability = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def _not_true(streamed: bool) -> bool:
+    if streamed:
+        raise ValueError("streaming is not offered: send false or leave it out")
+    return streamed
+
+
+NotStreamed = Annotated[StrictBool, AfterValidator(_not_true), Field(json_schema_extra={"const": False})]
 
 
 @with_config(STRICT)
@@ -50,19 +62,19 @@ class ChatMessage(TypedDict):
 
 @with_config(STRICT)
 class ChatCompletionRequest(TypedDict):
-    model: Annotated[str, Field(min_length=1, max_length=128)]
+    model: ModelName
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
     max_tokens: NotRequired[Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None]
     max_completion_tokens: NotRequired[Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None]
     temperature: NotRequired[Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None]
     top_p: NotRequired[Probability | None]
     seed: NotRequired[Annotated[int, Field(ge=0, le=2**31 - 1)] | None]
-    n: NotRequired[Annotated[int, Field(ge=1, le=64)]]
+    n: NotRequired[Annotated[int, Field(ge=1, le=64, json_schema_extra={SETTING_MAXIMUM_MARK: "max_variants"})]]
     stop: NotRequired[StopString | Annotated[list[StopString], Field(max_length=4)] | None]
     # Not OpenAI: the model's repetition penalty (1.0 = off).
     repetition_penalty: NotRequired[Annotated[float, Field(ge=1.0, le=2.0, allow_inf_nan=False)] | None]
-    # Streaming is not offered: only false (or nothing) is accepted.
-    stream: NotRequired[Literal[False] | None]
+    # Streaming is not offered: only false (or nothing) is accepted. Not Literal[False], which lets 0 through.
+    stream: NotRequired[NotStreamed | None]
     # Accepted and ignored: they do not change what is generated.
     user: NotRequired[Annotated[str, Field(max_length=256)] | None]
     store: NotRequired[StrictBool | None]

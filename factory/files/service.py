@@ -186,7 +186,7 @@ def list_files(session: Session, tenant_id: str, *, after: str | None, limit: in
     if after is not None:
         cursor = repo.get(tenant_id, after)
         if cursor is None:
-            raise InvalidInput("after does not name a file", field="after")
+            raise NotFound("after does not name a file", field="after")
     rows = repo.page(tenant_id, after=cursor, limit=limit, newest_first=order == "desc", purpose=purpose)
     page = [FileOut.of(r) for r in rows[:limit]]
     return FileList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,

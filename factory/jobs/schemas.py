@@ -21,6 +21,9 @@ from pydantic import (
     field_validator,
 )
 
+from factory.config import SETTING_MAXIMUM_MARK
+from factory.models.registry import ModelName
+
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
 MAX_RECORD_FIELDS = 256
 
@@ -77,8 +80,8 @@ class JobCreate(BaseModel):
     audience: Annotated[list[Annotated[dict[Annotated[str, Field(max_length=128)], Scalar],
                                        Field(max_length=MAX_RECORD_FIELDS)]], Field(min_length=1)]
     key_field: Annotated[str, Field(min_length=1, max_length=128)] = "id"
-    variants: int = Field(default=1, ge=1, le=64)
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    variants: int = Field(default=1, ge=1, le=64, json_schema_extra={SETTING_MAXIMUM_MARK: "max_variants"})
+    model: ModelName | None = None
     params: GenerationParams = Field(default_factory=GenerationParams)
 
     @field_validator("audience")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,13 +58,21 @@ def known_models() -> dict[str, ModelSpec]:
     return specs
 
 
+# Marks a schema property as a model name: the API's OpenAPI document lists this deployment's models
+# (``allowed_models``) as its enum, which settings decide, so no static schema can.
+MODEL_NAME_MARK = "x-factory-model-name"
+ModelName = Annotated[str, Field(min_length=1, max_length=128, json_schema_extra={MODEL_NAME_MARK: True})]
+
+
+def allowed_models(allowlist: list[str] | None = None) -> list[str]:
+    """The names ``resolve`` accepts, sorted: every known model, or those of the allowlist that are known."""
+    specs = known_models()
+    return sorted(set(allowlist) & set(specs) if allowlist else specs)
+
+
 def resolve(name: str, allowlist: list[str] | None = None) -> ModelSpec:
     """The spec for ``name`` if it is known and allowed, else a 422 naming ``model``."""
-    specs = known_models()
-    allowed = set(allowlist) if allowlist else set(specs)
-    if name not in specs or name not in allowed:
-        raise UnknownModel(
-            "unknown or not allowed model; allowed: " + ", ".join(sorted(allowed & set(specs))),
-            field="model",
-        )
-    return specs[name]
+    allowed = allowed_models(allowlist)
+    if name not in allowed:
+        raise UnknownModel("unknown or not allowed model; allowed: " + ", ".join(allowed), field="model")
+    return known_models()[name]

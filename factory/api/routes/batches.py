@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Query, Response
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
 from factory.api.routing import api_router
 from factory.batches import service as batches_service
 from factory.batches.output import ERROR, OUTPUT
@@ -18,10 +19,10 @@ from factory.db.tenancy import bind_tenant
 from factory.outbox import relay
 from factory.storage import open_store
 
-router = api_router(prefix="/v1/batches", tags=["batches"])
+router = api_router(prefix="/v1/batches", tags=["batches"], responses=NOT_FOUND)
 
 
-@router.post("")
+@router.post("", responses=BODY)
 def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> BatchOut:
     try:
         created = batches_service.create_batch(session, settings, open_store(settings), tenant, body)
@@ -53,7 +54,7 @@ def get_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tenant:
     return batches_service.describe(session, batch)
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", responses=CONFLICT)
 def cancel_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> BatchOut:
     batch, outbox_ids = batches_service.cancel_batch(session, tenant, batch_id)
     session.commit()
@@ -68,14 +69,14 @@ def _stream(settings: SettingsDep, batch_id: str, tenant: str, which: str) -> It
         yield from batches_service.iter_partial(stream_session, batch, which)
 
 
-@router.get("/{batch_id}/output")
+@router.get("/{batch_id}/output", response_class=Response, responses=content("application/jsonl"))
 def get_output(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
     """The output lines finished so far (while running too): the output file's lines, in input order."""
     batches_service.get_batch(session, tenant, batch_id)  # 404 before streaming starts
     return StreamingResponse(_stream(settings, batch_id, tenant, OUTPUT), media_type="application/jsonl")
 
 
-@router.get("/{batch_id}/errors")
+@router.get("/{batch_id}/errors", response_class=Response, responses=content("application/jsonl"))
 def get_errors(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
     """The error lines finished so far (while running too): the error file's lines, in input order."""
     batches_service.get_batch(session, tenant, batch_id)

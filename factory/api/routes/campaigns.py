@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.responses import Response
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
 from factory.api.routing import MAX_BODY, api_router
 from factory.campaigns import service
 from factory.campaigns.report import build_report
@@ -15,12 +16,12 @@ from factory.campaigns.schemas import CampaignCreate, CampaignOut
 from factory.outbox import relay
 from factory.storage import open_store
 
-router = api_router(prefix="/v1/campaigns", tags=["campaigns"], body_limit=MAX_BODY)
+router = api_router(prefix="/v1/campaigns", tags=["campaigns"], body_limit=MAX_BODY, responses=NOT_FOUND)
 
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=BODY)
 def create_campaign(body: CampaignCreate, session: SessionDep, settings: SettingsDep,
                     tenant: TenantDep) -> CampaignOut:
     created = service.create_campaign(session, settings, open_store(settings), tenant, body)
@@ -43,8 +44,10 @@ def get_report(campaign_id: str, session: SessionDep, tenant: TenantDep) -> dict
     return build_report(job, plan, CampaignRepository(session).iter_items(job.id))
 
 
-@router.get("/{campaign_id}/exports/{fmt}")
-def get_export(campaign_id: str, fmt: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+@router.get("/{campaign_id}/exports/{fmt}", response_class=Response,
+            responses=CONFLICT | content(*MEDIA_TYPES.values()))
+def get_export(campaign_id: str, fmt: Literal["csv", "jsonl"], session: SessionDep, settings: SettingsDep,
+               tenant: TenantDep) -> Response:
     job, _plan = service.get_campaign(session, tenant, campaign_id)
     data = service.read_export(open_store(settings), job, fmt)
     return Response(data, media_type=MEDIA_TYPES[fmt],

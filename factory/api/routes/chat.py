@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.openapi import BODY, CHAT_ERRORS
 from factory.api.routing import CHAT_BODY, api_router
 from factory.chat import service as chat_service
 from factory.chat.schemas import ChatCompletionRequest
@@ -38,7 +39,7 @@ def _give_up(session: Session, settings: Settings, job: Job) -> None:
     relay.relay(session, settings, outbox_ids)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=BODY | CHAT_ERRORS)
 async def create_chat_completion(body: ChatCompletionRequest, session: SessionDep, settings: SettingsDep,
                                  tenant: TenantDep) -> dict[str, Any]:
     job = await run_in_threadpool(_submit, session, settings, tenant, body)

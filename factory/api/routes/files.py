@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import File, Form, Query, UploadFile
+from fastapi import File, Form, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.openapi import BODY, NOT_FOUND, content
 from factory.api.routing import UPLOAD_BODY, api_router
 from factory.errors import NotFound
 from factory.files import service as files_service
@@ -16,11 +17,11 @@ from factory.outbox import relay
 from factory.privacy import erasure
 from factory.storage import open_store
 
-router = api_router(prefix="/v1/files", tags=["files"], body_limit=UPLOAD_BODY)
+router = api_router(prefix="/v1/files", tags=["files"], body_limit=UPLOAD_BODY, responses=NOT_FOUND)
 
 
-@router.post("")
-def upload_file(file: Annotated[UploadFile, File()], purpose: Annotated[str, Form(max_length=32)],
+@router.post("", responses=BODY)
+def upload_file(file: Annotated[UploadFile, File()], purpose: Annotated[Literal["batch", "user_data"], Form()],
                 session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileOut:
     row = files_service.upload(session, settings, open_store(settings), tenant, purpose=purpose,
                                filename=file.filename, fileobj=file.file)
@@ -33,7 +34,7 @@ def list_files(session: SessionDep, tenant: TenantDep,
                after: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
                order: Literal["asc", "desc"] = "desc",
-               purpose: Annotated[str | None, Query(max_length=32)] = None) -> FileList:
+               purpose: Literal["batch", "user_data"] | None = None) -> FileList:
     return files_service.list_files(session, tenant, after=after, limit=limit, order=order, purpose=purpose)
 
 
@@ -42,7 +43,7 @@ def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileOut:
     return FileOut.of(files_service.get_file(session, tenant, file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=Response, responses=content("application/octet-stream"))
 def get_file_content(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
     row = files_service.get_file(session, tenant, file_id)
     store = open_store(settings)

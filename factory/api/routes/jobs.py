@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
 from factory.api.routing import MAX_BODY, api_router
 from factory.db.session import get_sessionmaker
 from factory.db.tenancy import bind_tenant
@@ -16,10 +18,10 @@ from factory.jobs.schemas import JobOut
 from factory.outbox import relay
 from factory.storage import open_store
 
-router = api_router(prefix="/v1/jobs", tags=["jobs"], body_limit=MAX_BODY)
+router = api_router(prefix="/v1/jobs", tags=["jobs"], body_limit=MAX_BODY, responses=NOT_FOUND)
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=BODY)
 def create_job(body: kinds.JobRequest, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
     created = kinds.create_job(session, settings, open_store(settings), tenant, body)
     session.commit()
@@ -32,7 +34,7 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
     return jobs_service.describe(session, jobs_service.get_job(session, tenant, job_id))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=CONFLICT)
 def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
     job, outbox_ids = jobs_service.cancel_job(session, tenant, job_id)
     session.commit()
@@ -40,7 +42,7 @@ def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: 
     return jobs_service.describe(session, job)
 
 
-@router.get("/{job_id}/results")
+@router.get("/{job_id}/results", response_class=Response, responses=content("application/x-ndjson"))
 def get_results(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
     job = jobs_service.get_job(session, tenant, job_id)  # 404 before streaming starts
 
