@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     max_variants: int = Field(default=8, ge=1)
     max_template_chars: int = Field(default=20_000, ge=1)
     max_record_chars: int = Field(default=20_000, ge=1)
+    # What rendering a template may cost (factory/templates/budget.py). A rendered prompt holds at most
+    # template_max_prompt_bytes (UTF-8); nothing a template builds on the way is longer than
+    # template_max_value_chars; a request may take template_steps_per_record loop iterations and calls
+    # per record it renders (on top of 100,000) and template_render_seconds plus 1 ms per record.
+    template_max_prompt_bytes: int = Field(default=32 * 1024, ge=256)
+    template_max_value_chars: int = Field(default=64 * 1024, ge=256)
+    template_steps_per_record: int = Field(default=2_000, ge=10)
+    template_render_seconds: float = Field(default=5.0, gt=0)
+    # The prompts a request's templates render may total at most this many times the bytes of the
+    # templates and records that made them (plus 1 MiB): a request of a few KB cannot store megabytes.
+    template_max_amplification: int = Field(default=64, ge=1)
     # Request bodies, per endpoint (413 over the limit; file uploads: batch_max_file_bytes plus 1 MiB).
     # Jobs and campaigns: an inline audience of max_audience records of up to max_record_chars.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -126,6 +137,8 @@ class Settings(BaseSettings):
     quota_concurrent_jobs: int = Field(default=1_000, ge=0)
     quota_queued_items: int = Field(default=2_000_000, ge=0)
     quota_items_per_day: int = Field(default=0, ge=0)
+    # The bytes of prompt text one job stores, every item and variant counted (a 413 over it).
+    quota_job_prompt_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # Retry-After of a refusal by concurrent_jobs or queued_items (they free up as workers finish).
     quota_retry_after_s: int = Field(default=30, ge=1)
 

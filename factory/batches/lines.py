@@ -43,6 +43,7 @@ from factory.jobs.service import render_audience
 from factory.models import registry
 from factory.provenance.hashing import derive_seed, sha256_text
 from factory.strict_json import JSONLimits
+from factory.templates.budget import RenderBudget, bound
 
 CHAT: Final = "/v1/chat/completions"
 PERSONALIZE: Final = "/v1/personalize"
@@ -143,6 +144,12 @@ class LineContext:
     # The JSON of a chat request after its messages, per distinct sampling parameters and stops
     # (a batch usually has a handful): ',"params":{...},"stop":[...]}'.
     _request_tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    # One template budget for the whole file: its personalize lines render against it together.
+    render_budget: RenderBudget | None = None
+
+    def __post_init__(self) -> None:
+        if self.render_budget is None:
+            self.render_budget = RenderBudget.from_settings(self.settings)
 
     @property
     def json_limits(self) -> JSONLimits:
@@ -277,7 +284,9 @@ def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatComple
 def _expand_personalize(ctx: LineContext, line_no: int, custom_id: str, job: PersonalizeBody) -> list[ItemSpec]:
     ctx.use_model(job.model or ctx.model or ctx.settings.model)
     try:
-        _, keys, prompts = render_audience(ctx.settings, job)
+        assert ctx.render_budget is not None
+        with bound(ctx.render_budget):
+            _, keys, prompts = render_audience(ctx.settings, job)
     except InvalidInput as exc:
         param = f"body.{exc.field}" if exc.field else "body"
         raise LineError("invalid_request", exc.message, param) from None

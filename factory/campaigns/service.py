@@ -42,6 +42,7 @@ from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
 from factory.storage import ObjectStore
 from factory.storage.keys import CAMPAIGN_EXPORT_FORMATS, campaign_audience_key, campaign_export_key
+from factory.templates import budget
 from factory.templates import service as templates_service
 from factory.templates.sandbox import CompiledTemplate, compile_template
 
@@ -228,7 +229,12 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
         segments=len(units) if body.segment_by else None, audience_key=campaign_audience_key(tenant_id, job_id),
     )
     _check_controls(plan, units)
-    briefs = [[c.render(u.values, field="audience", as_data=True) for c in compiled] for u in units]
+    with budget.bound(budget.RenderBudget.from_settings(settings)):
+        briefs = [[c.render(u.values, field=f"audience[{i}]", as_data=True) for c in compiled]
+                  for i, u in enumerate(units)]
+    budget.check_amplification(settings, sum(len(b.encode()) for row in briefs for b in row),
+                               sum(len(c.source.encode()) for c in compiled)
+                               + sum(len(canonical_json(u.values)) for u in units), field="messages")
     job_seed = body.params.seed if body.params.seed is not None else secrets.randbelow(2**31)
     job = _write_job(session, settings, tenant_id, job_id, model, plan, units, briefs, templates, job_seed)
     if body.audience.file_id is not None:  # deleting that file erases this job's copies of it
@@ -266,7 +272,8 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
         item_count=total, chunk_count=len(chunk_ids), options={"campaign": plan.model_dump(mode="json")},
         created_at=now,
     )
-    admit(session, settings, job)
+    prompt_bytes = sum(len(row[v.message].encode()) for row in briefs for v in plan.variants)
+    admit(session, settings, job, prompt_bytes=prompt_bytes)
     repo = JobRepository(session)
     repo.add_job(job)
     repo.add_chunks([{"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,

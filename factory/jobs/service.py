@@ -21,6 +21,7 @@ from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
+from factory.templates import budget
 from factory.templates.sandbox import CompiledTemplate, compile_template
 
 
@@ -30,8 +31,9 @@ class CreatedJob:
     outbox_ids: list[str]
 
 
-def _validate_audience(body: JobCreate, settings: Settings, variables: frozenset[str]) -> list[str]:
-    """Check limits, keys and template variables for every record; return the recipient keys."""
+def _validate_audience(body: JobCreate, settings: Settings, variables: frozenset[str]) -> tuple[list[str], int]:
+    """Check limits, keys and template variables for every record; return the recipient keys and the
+    records' size in bytes (of their canonical JSON)."""
     if len(body.audience) > settings.max_audience:
         raise InvalidInput(f"audience has more than {settings.max_audience} records", field="audience")
     if len(body.audience) * body.variants > settings.max_audience * settings.max_variants:
@@ -40,8 +42,11 @@ def _validate_audience(body: JobCreate, settings: Settings, variables: frozenset
         raise InvalidInput(f"variants must be at most {settings.max_variants}", field="variants")
     keys: list[str] = []
     seen: set[str] = set()
+    record_bytes = 0
     for i, record in enumerate(body.audience):
-        if len(canonical_json(record)) > settings.max_record_chars:
+        size = len(canonical_json(record))
+        record_bytes += size
+        if size > settings.max_record_chars:
             raise InvalidInput(f"audience[{i}] is larger than {settings.max_record_chars} characters",
                                field=f"audience[{i}]")
         missing = sorted(variables - record.keys())
@@ -59,19 +64,24 @@ def _validate_audience(body: JobCreate, settings: Settings, variables: frozenset
             raise InvalidInput(f"audience[{i}] repeats a recipient key used earlier", field=f"audience[{i}]")
         seen.add(key)
         keys.append(key)
-    return keys
+    return keys, record_bytes
 
 
 def render_audience(settings: Settings, body: JobCreate) -> tuple[CompiledTemplate, list[str], list[str]]:
     """Compile the template, check every record and render every prompt: (template, keys, prompts).
 
-    Shared with batch files, whose /v1/personalize lines carry this same body.
+    Shared with batch files, whose /v1/personalize lines carry this same body. Rendering counts
+    against the budget bound by the caller, else one of its own (``factory.templates.budget``);
+    the prompts may total at most ``template_max_amplification`` times the template and records.
     """
     if len(body.template) > settings.max_template_chars:
         raise InvalidInput(f"template is longer than {settings.max_template_chars} characters", field="template")
     template = compile_template(body.template)
-    keys = _validate_audience(body, settings, template.variables)
-    prompts = [template.render(rec, field=f"audience[{i}]") for i, rec in enumerate(body.audience)]
+    keys, record_bytes = _validate_audience(body, settings, template.variables)
+    with budget.bound(budget.current() or budget.RenderBudget.from_settings(settings)):
+        prompts = [template.render(rec, field=f"audience[{i}]") for i, rec in enumerate(body.audience)]
+    budget.check_amplification(settings, sum(len(p.encode()) for p in prompts),
+                               len(body.template.encode()) + record_bytes, field="template")
     return template, keys, prompts
 
 
@@ -99,7 +109,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
         system_prompt=body.system_prompt, params=params, seed=job_seed, variants=body.variants,
         item_count=total, chunk_count=len(chunk_ids), created_at=now,
     )
-    admit(session, settings, job)
+    admit(session, settings, job, prompt_bytes=body.variants * sum(len(p.encode()) for p in prompts))
     repo = JobRepository(session)
     repo.add_job(job)
     repo.add_chunks([

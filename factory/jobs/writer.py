@@ -56,6 +56,7 @@ class JobWriter:
         self._item_id = IdMaker("itm")
         self._chunk_id = IdMaker("chk")
         self.count = 0
+        self.prompt_bytes = 0  # of the items added here (a deferred chunk's are bounded per line)
         self._in_chunk = 0  # items in the chunk ``add`` fills
         self.messages: list[Pending] = []  # the outbox messages finish() wrote, to publish after commit
 
@@ -82,6 +83,7 @@ class JobWriter:
                             self._last_request_json, prompt_sha256, seed,
                             _PENDING if error is None else _FAILED, error, None if error is None else self.now))
         self.count += 1
+        self.prompt_bytes += len(prompt.encode())
         if len(self._items) >= self.flush_every:
             self.flush()
 
@@ -119,7 +121,8 @@ class JobWriter:
         """Flush, record the totals on the job and queue one message per chunk; returns the outbox ids."""
         self.flush()
         self.job.item_count, self.job.chunk_count = self.count, len(self.chunk_ids)
-        admit(self.session, self.settings, self.job)  # refused: the caller's transaction rolls all of it back
+        # Refused: the caller's transaction rolls all of it back.
+        admit(self.session, self.settings, self.job, prompt_bytes=self.prompt_bytes)
         self.session.flush()
         self.messages = OutboxRepository(self.session).add_pending(GENERATE_CHUNK_TASK, self.job.queue,
                                                                    [[c] for c in self.chunk_ids])

@@ -3,7 +3,7 @@
 - Request rates (``requests_per_key``, ``requests_per_tenant`` per
   ``FACTORY_QUOTA_REQUESTS_WINDOW_S``): a moving window in Redis, checked for every
   authenticated request by ``factory.api.rate_limit.RateLimitMiddleware``.
-- Work (``concurrent_jobs``, ``queued_items``, ``items_per_day``): checked by ``admit``,
+- Work (``concurrent_jobs``, ``queued_items``, ``items_per_day``, ``job_prompt_bytes``): checked by ``admit``,
   which every path that writes a job calls once the job's item count is known and before
   its transaction commits, so a refusal leaves nothing written. The first two are counted
   in the database; items per day in Redis, where an admitted job's items stay counted
@@ -28,7 +28,7 @@ from factory.auth.principal import Principal
 from factory.auth.repository import AuthRepository
 from factory.config import Settings
 from factory.db.models import Job
-from factory.errors import InvalidInput, NotFound, QuotaExceeded
+from factory.errors import InvalidInput, NotFound, PayloadTooLarge, QuotaExceeded
 from factory.quotas.counters import Counters, Verdict, for_broker
 from factory.quotas.repository import QuotaRepository
 
@@ -40,6 +40,7 @@ class Quotas:
     concurrent_jobs: int
     queued_items: int
     items_per_day: int
+    job_prompt_bytes: int
 
 
 QUOTA_NAMES = tuple(f.name for f in fields(Quotas))
@@ -76,11 +77,15 @@ def set_quota(session: Session, settings: Settings, tenant_id: str, name: str, v
     return effective(settings, tenant.quotas)
 
 
-def admit(session: Session, settings: Settings, job: Job) -> None:
+def admit(session: Session, settings: Settings, job: Job, *, prompt_bytes: int = 0) -> None:
     """The one quota check of submitted work: raises ``QuotaExceeded`` if ``job`` (not committed yet, its
     ``item_count`` final) would take its tenant over ``concurrent_jobs``, ``queued_items`` or
-    ``items_per_day``. The job itself may already be flushed: it is left out of the counts."""
+    ``items_per_day``, and ``PayloadTooLarge`` if the prompt text it stores (``prompt_bytes``, every item
+    counted) is over ``job_prompt_bytes``. The job itself may already be flushed: it is left out of the counts."""
     quotas = tenant_quotas(session, settings, job.tenant_id)
+    if quotas.job_prompt_bytes and prompt_bytes > quotas.job_prompt_bytes:
+        raise PayloadTooLarge(f"quota job_prompt_bytes: this job's prompts total {prompt_bytes} bytes, more than "
+                              f"this tenant's limit of {quotas.job_prompt_bytes}", field="job_prompt_bytes")
     repo = QuotaRepository(session)
     tenant, items = job.tenant_id, job.item_count
     if quotas.concurrent_jobs and repo.unfinished_jobs(tenant, job.id) >= quotas.concurrent_jobs:

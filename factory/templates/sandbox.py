@@ -8,21 +8,21 @@ not HTML). Variables are the record's top-level fields.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from factory.errors import InvalidInput
+from factory.templates.bounded import BoundedSandbox
+from factory.templates.budget import BudgetExceeded, RenderBudget, bound, current
 
-_env = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, auto_reload=False
-)
+_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, auto_reload=False)
 
 
 # Recipient fields are data: in a campaign prompt every value a template prints is
@@ -48,9 +48,14 @@ def as_data(value: Any) -> str:
     return f"{DATA_OPEN}{one_line(value)}{DATA_CLOSE}"
 
 
-_data_env = ImmutableSandboxedEnvironment(
+_data_env = BoundedSandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, auto_reload=False, finalize=as_data
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, as_data: bool) -> Template:
+    return (_data_env if as_data else _env).from_string(source)
 
 
 def _short(msg: str) -> str:
@@ -64,18 +69,37 @@ class CompiledTemplate:
     sha256: str
 
     def render(self, record: Mapping[str, Any], *, field: str = "audience", as_data: bool = False) -> str:
-        """The prompt for one record; ``as_data`` delimits every printed value (campaign prompts)."""
-        env = _data_env if as_data else _env
+        """The prompt for one record; ``as_data`` delimits every printed value (campaign prompts).
+
+        Rendering counts against the request's ``RenderBudget`` (``budget.bound``); the prompt is
+        at most its ``max_output_chars`` bytes of UTF-8.
+        """
+        budget = current()
+        if budget is None:  # a render on its own: a budget of its own
+            with bound(RenderBudget()):
+                return self.render(record, field=field, as_data=as_data)
+        budget.start_record()
         try:
-            return env.from_string(self.source).render(dict(record))
+            text = _compiled(self.source, as_data).render(dict(record))
+        except BudgetExceeded as exc:
+            raise InvalidInput(f"{exc} ({field})", field=field) from None
+        except RecursionError:
+            raise InvalidInput(f"template recursed too deeply ({field})", field=field) from None
+        except MemoryError:
+            raise InvalidInput(f"template needed too much memory ({field})", field=field) from None
         except SecurityError as exc:
             raise InvalidInput("template tried an operation the sandbox forbids", field="template") from exc
         except UndefinedError as exc:
             raise InvalidInput(f"template refers to a missing value: {_short(str(exc))}", field=field) from exc
         except TemplateError as exc:
             raise InvalidInput(f"template failed to render: {_short(str(exc))}", field="template") from exc
-        except (TypeError, ValueError, ArithmeticError) as exc:
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise InvalidInput(f"template failed to render ({type(exc).__name__})", field=field) from exc
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > budget.max_output_chars:
+            raise InvalidInput(f"the rendered prompt is {size} bytes, more than the {budget.max_output_chars} "
+                               f"a prompt may have ({field})", field=field)
+        return text
 
 
 def compile_template(source: str, *, field: str = "template", registered: bool = False) -> CompiledTemplate:

@@ -16,6 +16,7 @@ from factory.db.base import new_id, utcnow
 from factory.db.models import PromptTemplate
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.provenance.hashing import canonical_json, sha256_text
+from factory.templates import budget
 from factory.templates.repository import TemplateRepository
 from factory.templates.sandbox import CompiledTemplate, compile_template
 from factory.templates.schemas import TemplateBody, TemplateCreate, TemplateOut
@@ -31,7 +32,8 @@ def validate_template(body: TemplateBody, settings: Settings) -> CompiledTemplat
     if undeclared:
         raise InvalidInput(f"template uses undeclared variable(s): {', '.join(undeclared)}", field="source")
     sample = {name: SAMPLE_VALUES[kind] for name, kind in body.variables.items()}
-    rendered = compiled.render(sample, field="source", as_data=True)
+    with budget.bound(budget.RenderBudget.from_settings(settings)):
+        rendered = compiled.render(sample, field="source", as_data=True)
     if not rendered.strip():
         raise InvalidInput("template renders to an empty prompt", field="source")
     return compiled
