@@ -57,6 +57,18 @@ def test_real_model_job_lands_in_postgres_and_s3_with_provenance(
         # Same job, same seed: the same texts, byte for byte (same machine).
         again = wait_job(client, client.post("/v1/jobs", json=BODY).json()["id"], timeout=600)
         lines_again = [json.loads(x) for x in client.get(f"/v1/jobs/{again['id']}/results").text.splitlines()]
+        # A prompt past the model's 8,192-token context (" 1" is two tokens) fails alone, saying so;
+        # the other item of its batched call is generated.
+        long_job = client.post("/v1/jobs", json={
+            "kind": "personalization", "template": "Say hello.{{ pad }}", "params": {"max_new_tokens": 8},
+            "audience": [{"id": "short", "pad": ""}, {"id": "long", "pad": " 1" * 5000}]})
+        assert long_job.status_code == 202, long_job.text
+        ended = wait_job(client, long_job.json()["id"], timeout=600)
+        assert (ended["counts"]["succeeded"], ended["counts"]["failed"]) == (1, 1), ended
+        outcomes = {x["key"]: x for x in map(json.loads, client.get(ended["results_url"]).text.splitlines())}
+        assert outcomes["short"]["status"] == "succeeded" and outcomes["short"]["text"]
+        assert outcomes["long"]["status"] == "failed"
+        assert "exceeds the model's context of 8192 tokens" in outcomes["long"]["error"]
 
     assert len(lines) == 6
     texts = _texts(lines)

@@ -64,6 +64,14 @@ class GeneratorInfo:
     libraries: dict[str, str] = field(default_factory=dict)
 
 
+class PromptTooLong(ValueError):
+    """A request whose prompt and ``max_new_tokens`` together exceed the model's context.
+
+    Raised for the whole batched call; ``generate_isolating`` splits the batch until the
+    request is alone, and it fails with this message while the rest of its chunk goes on.
+    """
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """The batch did not fit: ``torch.cuda.OutOfMemoryError``, a CUDA or CPU allocator
     ``RuntimeError`` saying so, or Python's ``MemoryError``. Told apart by name and

@@ -18,7 +18,13 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo, is_out_of_memory
+from workers.generators.base import (
+    GenerationRequest,
+    GenerationResult,
+    GeneratorInfo,
+    PromptTooLong,
+    is_out_of_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +162,11 @@ class TransformersGenerator:
             conversations, add_generation_prompt=not prefilled, continue_final_message=prefilled,
             padding=True, return_tensors="pt", return_dict=True,
         ).to(self.device)
+        context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        longest = int(enc["attention_mask"].sum(dim=1).max())
+        if context and longest + first.max_new_tokens > context:
+            raise PromptTooLong(f"the prompt is {longest} tokens; with max_new_tokens {first.max_new_tokens} it "
+                                f"exceeds the model's context of {context} tokens")
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
             do_sample=False, max_new_tokens=first.max_new_tokens,

@@ -22,7 +22,7 @@ from factory.logs import describe_exception
 from factory.provenance.hashing import canonical_json
 from factory.storage import ObjectStore
 from factory.storage.keys import job_errors_key, job_manifest_key
-from workers.generators.base import GenerationRequest, GenerationResult, Generator, is_out_of_memory
+from workers.generators.base import GenerationRequest, GenerationResult, Generator, PromptTooLong, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Ou
 
 def _failed(exc: Exception) -> Outcome:
     """A single item the generator cannot do."""
-    reason = "out of memory" if is_out_of_memory(exc) else type(exc).__name__
+    reason = "out of memory" if is_out_of_memory(exc) else str(exc) if isinstance(exc, PromptTooLong) \
+        else type(exc).__name__
     return Outcome(None, f"generation failed: {reason}", extra={"batch_size": 1})
 
 
