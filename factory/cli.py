@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from factory import embedded_redis
 from factory.auth.cli import keys_app
-from factory.client import ApiError, FactoryClient, load_campaign_file, load_job_file
+from factory.campaigns.cli import campaign_app
+from factory.cli_common import DEFAULT_API, ApiUrl, console, settings_with_broker, watch_job
+from factory.client import ApiError, FactoryClient, load_job_file
 from factory.config import Settings, get_settings
+from factory.demo import demo
 from factory.quotas.cli import tenants_app
 
 if TYPE_CHECKING:
@@ -28,25 +28,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Content factory: bulk text generation over a job queue.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
-
-ApiUrl = Annotated[str, typer.Option(envvar="FACTORY_API_URL", help="Base URL of the factory API.")]
-DEFAULT_API = "http://127.0.0.1:8000"
-EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "examples" / "campaign" / "job.json"
-
-
-def _settings_with_broker() -> Settings:
-    """Settings, with the embedded Redis started and exported when no broker URL is set."""
-    settings = get_settings()
-    if settings.broker_url:
-        return settings
-    url = embedded_redis.ensure_running(settings.data_dir)
-    os.environ["FACTORY_BROKER_URL"] = url
-    get_settings.cache_clear()
-    console.print(f"[dim]embedded Redis running (state in {settings.data_dir})[/dim]")
-    return get_settings()
+app.add_typer(campaign_app, name="campaign")
+app.command()(demo)
 
 
 @app.command()
@@ -63,7 +48,7 @@ def api(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the HTTP API (migrates the database at start-up)."""
     import uvicorn
 
-    _settings_with_broker()
+    settings_with_broker()
     uvicorn.run("factory.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="info")
 
@@ -83,7 +68,7 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker that generates text (needs the worker extra: torch + transformers)."""
-    settings = _settings_with_broker()
+    settings = settings_with_broker()
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             f"--loglevel={loglevel}", f"--pool={pool}",
             f"--queues={queues or _default_queues(settings)}",
@@ -112,7 +97,7 @@ def reconcile(
     from factory.reliability.reconciler import Reconciler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings_with_broker()
+    settings = settings_with_broker()
     logs.install(settings)
     if interval is not None:
         settings = settings.model_copy(update={"reconcile_interval_s": interval})
@@ -210,22 +195,7 @@ def submit(
         raise typer.Exit(2) from exc
     console.print(f"job [bold]{job['id']}[/bold]: {job['counts']['total']} items queued")
     if wait:
-        _watch(client, job["id"])
-
-
-def _watch(client: FactoryClient, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
-    job = client.job(job_id)
-    deadline = time.monotonic() + timeout_s
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        bar = progress.add_task(job["status"], total=job["counts"]["total"])
-        while True:
-            c = job["counts"]
-            progress.update(bar, completed=c["total"] - c["pending"], description=job["status"])
-            if job["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
-                return job
-            time.sleep(0.5)
-            job = client.job(job_id)
+        watch_job(client, job["id"])
 
 
 BATCH_TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -278,7 +248,7 @@ def status(
             raise typer.Exit(1) from exc
         return
     try:
-        job = _watch(client, job_id) if wait else client.job(job_id)
+        job = watch_job(client, job_id) if wait else client.job(job_id)
     except ApiError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -311,7 +281,7 @@ def batches_expire(
     from factory.db.session import get_sessionmaker
     from factory.outbox import relay
 
-    settings = _settings_with_broker()
+    settings = settings_with_broker()
     while True:
         with get_sessionmaker(settings.database_url)() as session:
             expired = expire_due_batches(session, settings)
@@ -321,83 +291,6 @@ def batches_expire(
         if every is None:
             return
         time.sleep(every)
-
-
-campaign_app = typer.Typer(help="Personalization campaigns: submit, watch, report, export.", no_args_is_help=True)
-app.add_typer(campaign_app, name="campaign")
-
-
-@campaign_app.command("submit")
-def campaign_submit(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Campaign definition file.")],
-    api_url: ApiUrl = DEFAULT_API,
-    wait: Annotated[bool, typer.Option(help="Wait until it ends, then print its report.")] = False,
-) -> None:
-    """Save the brand and templates it names (a new version only when changed), then submit it."""
-    client = FactoryClient(api_url)
-    spec = load_campaign_file(file)
-    try:
-        if spec.brand is not None:
-            brand = dict(spec.brand)
-            client.put_brand(brand.pop("name"), brand)
-        for tpl in spec.templates:
-            body = dict(tpl)
-            saved = client.put_template(body.pop("name"), body)
-            console.print(f"template {saved['name']} v{saved['version']}")
-        campaign = client.create_campaign(spec.campaign)
-    except ApiError as exc:
-        console.print(f"[red]rejected:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    console.print(f"campaign [bold]{campaign['id']}[/bold]: {campaign['recipients']} recipients, "
-                  f"{campaign['counts']['total']} copies to write ({campaign['mode']} mode)")
-    if wait:
-        _watch(client, campaign["id"])
-        _print_report(client.campaign_report(campaign["id"]))
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"campaign {report['campaign_id']} ({report['status']})")
-    table.add_column("measure")
-    table.add_column("value", overflow="fold")
-    for key in ("recipients", "segments", "items", "passed", "pass_rate_before_repair", "pass_rate_first_attempt",
-                "pass_rate", "attempts_histogram", "failed_checks_final", "model_requests", "elapsed_s"):
-        table.add_row(key, json.dumps(report.get(key)))
-    console.print(table)
-
-
-@campaign_app.command("report")
-def campaign_report(campaign_id: str, api_url: ApiUrl = DEFAULT_API,
-                    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False) -> None:
-    """Pass rates before and after repair, attempts, failed checks."""
-    try:
-        report = FactoryClient(api_url).campaign_report(campaign_id)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    if as_json:
-        sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    else:
-        _print_report(report)
-
-
-@campaign_app.command("export")
-def campaign_export(
-    campaign_id: str,
-    fmt: Annotated[str, typer.Option("--format", help="csv (for ESP import) or jsonl.")] = "csv",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
-    api_url: ApiUrl = DEFAULT_API,
-) -> None:
-    """Download the export: one row per recipient, columns per variant."""
-    try:
-        data = FactoryClient(api_url).campaign_export(campaign_id, fmt)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    if output is None:
-        sys.stdout.buffer.write(data)
-    else:
-        output.write_bytes(data)
-        console.print(f"wrote {len(data)} bytes to {output}")
 
 
 @app.command()
@@ -437,112 +330,6 @@ def embedded_redis_cmd(action: Annotated[str, typer.Argument(help="start, stop o
         console.print("stopped" if embedded_redis.stop(data_dir) else "was not running")
     else:
         console.print((embedded_redis.running_url(data_dir) and "running") or "not running")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@app.command()
-def demo(
-    job_file: Annotated[Path, typer.Option(help="The job to run.")] = EXAMPLE_JOB,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 900,
-) -> None:
-    """Run the whole pipeline on embedded defaults: Redis, SQLite, local storage, packaged model."""
-    settings = get_settings()
-    started_redis = settings.broker_url is None and embedded_redis.running_url(settings.data_dir) is None
-    settings = _settings_with_broker()
-    from factory.db.migrate import upgrade
-
-    upgrade(settings.database_url)
-    api_key = _demo_key(settings)
-    port = _free_port()
-    env = os.environ.copy()
-    logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    factory_cmd = [sys.executable, "-m", "factory.cli"]
-    console.print(f"[dim]starting API on 127.0.0.1:{port} and one worker (logs in {logs})[/dim]")
-    with (logs / "api.log").open("wb") as api_log, (logs / "worker.log").open("wb") as worker_log:
-        api_proc = subprocess.Popen([*factory_cmd, "api", "--port", str(port)], env=env,
-                                    stdout=api_log, stderr=subprocess.STDOUT)
-        worker_proc = subprocess.Popen([*factory_cmd, "worker", "--loglevel", "WARNING"], env=env,
-                                       stdout=worker_log, stderr=subprocess.STDOUT)
-        try:
-            ok = _run_demo_job(FactoryClient(f"http://127.0.0.1:{port}", api_key=api_key), job_file, settings, timeout,
-                               [api_proc, worker_proc])
-        finally:
-            _stop(worker_proc)
-            _stop(api_proc)
-            if started_redis:
-                embedded_redis.stop(settings.data_dir)
-    if not ok:
-        raise typer.Exit(1)
-
-
-DEMO_TENANT = "demo"
-
-
-def _demo_key(settings: Settings) -> str:
-    """A day-long key of the demo tenant: the demo's API asks for keys like any other."""
-    from factory.auth.service import create_key
-    from factory.db.session import session_scope
-
-    with session_scope(settings.database_url) as session:
-        _, secret = create_key(session, DEMO_TENANT, "make demo", ("read", "write"), expires_in_days=1)
-    return secret
-
-
-def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, timeout: float,
-                  procs: list[subprocess.Popen[bytes]]) -> bool:
-    deadline = time.monotonic() + 60
-    while not client.ready():
-        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            console.print("[red]the API did not start; see .factory/logs/api.log[/red]")
-            return False
-        time.sleep(0.3)
-    body = load_job_file(job_file)
-    job = client.submit(body)
-    console.print(f"submitted job [bold]{job['id']}[/bold]: {len(body['audience'])} recipients x "
-                  f"{body.get('variants', 1)} variant(s) -> {job['counts']['total']} texts "
-                  f"in {job['chunk_count']} chunk(s) (the first run converts the model once)")
-    job = _watch(client, job["id"], timeout)
-    if job["status"] != "succeeded":
-        console.print(f"[red]job ended as {job['status']}[/red]")
-        return False
-    lines = list(client.results(job["id"]))
-    table = Table(title="A few generated texts", show_lines=True)
-    for col in ("recipient", "text", "provenance"):
-        table.add_column(col, overflow="fold")
-    for line in lines[:3]:
-        p = line["provenance"]
-        table.add_row(
-            line["key"], line["text"] or "",
-            f"model {p['model']}\nweights {p['weights_sha256'][:12]}...\nseed {p['seed']}  device {p['device']}\n"
-            f"template {p['template_sha256'][:12]}...\ntokens {p['prompt_tokens']}+{p['completion_tokens']}",
-        )
-    console.print(table)
-    from factory.storage import open_store
-    from factory.storage.keys import job_results_prefix
-
-    store = open_store(settings)
-    shards = list(store.list_keys(job_results_prefix(DEMO_TENANT, job["id"])))
-    console.print(f"{len(lines)} results; database: {settings.database_url}")
-    console.print(f"JSONL shards ({len(shards)}): {store.describe(shards[0]) if shards else '-'} ...")
-    console.print(f"all results: factory results {job['id']} (while an API runs, with FACTORY_API_KEY set to a key "
-                  f"of tenant '{DEMO_TENANT}': factory keys create --tenant {DEMO_TENANT})")
-    return len(lines) == job["counts"]["total"]
 
 
 def main() -> None:

@@ -1,0 +1,46 @@
+"""What the command-line modules share: the console, the API URL option, a job's live progress bar."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from factory import embedded_redis
+from factory.client import FactoryClient
+from factory.config import Settings, get_settings
+
+console = Console()
+ApiUrl = Annotated[str, typer.Option(envvar="FACTORY_API_URL", help="Base URL of the factory API.")]
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def settings_with_broker() -> Settings:
+    """Settings, with the embedded Redis started and exported when no broker URL is set."""
+    settings = get_settings()
+    if settings.broker_url:
+        return settings
+    url = embedded_redis.ensure_running(settings.data_dir)
+    os.environ["FACTORY_BROKER_URL"] = url
+    get_settings.cache_clear()
+    console.print(f"[dim]embedded Redis running (state in {settings.data_dir})[/dim]")
+    return get_settings()
+
+
+def watch_job(client: FactoryClient, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
+    job = client.job(job_id)
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bar = progress.add_task(job["status"], total=job["counts"]["total"])
+        while True:
+            c = job["counts"]
+            progress.update(bar, completed=c["total"] - c["pending"], description=job["status"])
+            if job["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+                return job
+            time.sleep(0.5)
+            job = client.job(job_id)
