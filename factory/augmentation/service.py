@@ -37,18 +37,14 @@ from factory.augmentation.schemas import (
 )
 from factory.augmentation.sources import SourceRow, dataset_sha256, decode_base64, iter_records, select_rows
 from factory.config import Settings
-from factory.db.base import new_id, utcnow
-from factory.db.models import ChunkState, ItemState, Job, JobStatus
+from factory.db.models import Job
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.files import service as files_service
-from factory.jobs.repository import JobRepository
 from factory.jobs.service import CreatedJob, get_job
+from factory.jobs.writer import JobWriter
 from factory.models import registry
-from factory.outbox.repository import OutboxRepository
 from factory.privacy.repository import SOURCE_FILE
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
-from factory.queue import GENERATE_CHUNK_TASK
-from factory.quotas.service import admit
 from factory.storage import ObjectStore
 from factory.storage.keys import dataset_file_key, is_dataset_file, job_report_key
 
@@ -197,15 +193,6 @@ def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_
     job_plan = plan(settings, body, job_seed, rows)
     rows, llm, rule = job_plan.rows, job_plan.llm, job_plan.rule
 
-    job_id = new_id("job")
-    now = utcnow()
-    groups = [(llm, settings.chunk_size), (rule, settings.rule_chunk_size)]
-    chunk_of: list[int] = []
-    chunk_count = 0
-    for planned, size in groups:
-        chunk_of += [chunk_count + i // size for i in range(len(planned))]
-        chunk_count += -(-len(planned) // size)
-    chunk_ids = [new_id("chk") for _ in range(chunk_count)]
     options = {
         "dataset": {"sha256": dataset_sha256(rows), "rows": len(rows), "format": body.dataset.format or "rows",
                     "text_field": body.dataset.text_field, "label_field": body.dataset.label_field,
@@ -218,34 +205,21 @@ def create_job(session: Session, settings: Settings, store: ObjectStore, tenant_
     }
     if body.dataset.file_id is not None:  # deleting that file erases this job's copies of it
         options[SOURCE_FILE] = body.dataset.file_id
-    job = Job(
-        id=job_id, tenant_id=tenant_id, kind=KIND, status=JobStatus.QUEUED, model=model,
-        queue=settings.queue_for_model(model), template=prompts.PROMPTS_TEXT,
-        template_sha256=prompts.PROMPTS_SHA256, system_prompt=None, params=params, seed=job_seed,
-        variants=max(m.k for m in body.methods), item_count=len(llm) + len(rule), chunk_count=chunk_count,
-        options=options, created_at=now,
-    )
-    admit(session, settings, job)
-    repo = JobRepository(session)
-    repo.add_job(job)
+    writer = JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=model,
+                       queue=settings.queue_for_model(model), params=params, seed=job_seed, options=options,
+                       template=prompts.PROMPTS_TEXT, template_sha256=prompts.PROMPTS_SHA256,
+                       variants=max(m.k for m in body.methods))
     AugmentationRepository(session).add_source_rows([
-        {"job_id": job_id, "seq": seq, "tenant_id": tenant_id, "row_id": r.row_id, "label": r.label,
+        {"job_id": writer.job.id, "seq": seq, "tenant_id": tenant_id, "row_id": r.row_id, "label": r.label,
          "text": r.text} for seq, r in enumerate(rows)
     ])
-    repo.add_chunks([
-        {"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
-         "attempts": 0, "created_at": now}
-        for seq, cid in enumerate(chunk_ids)
-    ])
-    repo.add_items([
-        {"id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id, "chunk_id": chunk_ids[chunk_of[seq]],
-         "seq": seq, "key": p.key, "variant": p.variant, "record": p.record, "prompt": p.prompt,
-         "request": p.request, "prompt_sha256": p.prompt_sha256,
-         "seed": job_plan.seed_of(p), "state": ItemState.PENDING}
-        for seq, p in enumerate(llm + rule)
-    ])
-    outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue, [[c] for c in chunk_ids])
-    return CreatedJob(job=job, outbox_ids=outbox_ids)
+    for size, planned in ((settings.chunk_size, llm), (settings.rule_chunk_size, rule)):
+        writer.use_chunk_size(size)
+        for p in planned:
+            writer.add(key=p.key, variant=p.variant, record=p.record, prompt=p.prompt, prompt_sha256=p.prompt_sha256,
+                       request=p.request, seed=job_plan.seed_of(p))
+    outbox_ids = writer.finish()
+    return CreatedJob(job=writer.job, outbox_ids=outbox_ids)
 
 
 # --- reading what finalize wrote -------------------------------------------------

@@ -29,17 +29,15 @@ from factory.channels.checks import check_copy
 from factory.channels.specs import channel
 from factory.channels.text import MERGE_TAG, normalise_merge_tags
 from factory.config import Settings
-from factory.db.base import new_id, utcnow
-from factory.db.models import ChunkState, ItemState, Job, JobStatus, PromptTemplate
+from factory.db.base import new_id
+from factory.db.models import Job, JobStatus, PromptTemplate
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.files import service as files_service
 from factory.jobs.repository import JobRepository
+from factory.jobs.writer import JobWriter
 from factory.models import registry
-from factory.outbox.repository import OutboxRepository
 from factory.privacy.repository import SOURCE_FILE
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
-from factory.queue import GENERATE_CHUNK_TASK
-from factory.quotas.service import admit
 from factory.storage import ObjectStore
 from factory.storage.keys import CAMPAIGN_EXPORT_FORMATS, campaign_audience_key, campaign_export_key
 from factory.templates import budget
@@ -236,12 +234,11 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
                                sum(len(c.source.encode()) for c in compiled)
                                + sum(len(canonical_json(u.values)) for u in units), field="messages")
     job_seed = body.params.seed if body.params.seed is not None else secrets.randbelow(2**31)
-    job = _write_job(session, settings, tenant_id, job_id, model, plan, units, briefs, templates, job_seed)
+    job, outbox_ids = _write_job(session, settings, tenant_id, job_id, model, plan, units, briefs, templates,
+                                 job_seed)
     if body.audience.file_id is not None:  # deleting that file erases this job's copies of it
         job.options = {**job.options, SOURCE_FILE: body.audience.file_id}
     store.put_bytes(plan.audience_key, sink.getvalue(), "application/x-ndjson")
-    outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue,
-                                                    [[c] for c in JobRepository(session).chunk_ids(job.id)])
     return CreatedCampaign(job=job, outbox_ids=outbox_ids)
 
 
@@ -260,40 +257,23 @@ def _audience_rows(session: Session, store: ObjectStore, tenant_id: str,
 
 
 def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str, model: str, plan: CampaignPlan,
-               units: list[Unit], briefs: list[list[str]], templates: list[PromptTemplate], job_seed: int) -> Job:
-    now = utcnow()
+               units: list[Unit], briefs: list[list[str]], templates: list[PromptTemplate],
+               job_seed: int) -> tuple[Job, list[str]]:
+    """The job, one item per unit and variant, and its outbox: (job, outbox ids)."""
     pinned = canonical_json([{"name": t.name, "version": t.version, "sha256": t.sha256} for t in templates])
-    total = len(units) * len(plan.variants)
-    chunk_ids = [new_id("chk") for _ in range(-(-total // settings.chunk_size))]
-    job = Job(
-        id=job_id, tenant_id=tenant_id, kind="personalization", status=JobStatus.QUEUED, model=model,
-        queue=settings.queue_for_model(model), template=pinned, template_sha256=sha256_text(pinned),
-        system_prompt=None, params=dict(plan.sampling), seed=job_seed, variants=len(plan.variants),
-        item_count=total, chunk_count=len(chunk_ids), options={"campaign": plan.model_dump(mode="json")},
-        created_at=now,
-    )
-    prompt_bytes = sum(len(row[v.message].encode()) for row in briefs for v in plan.variants)
-    admit(session, settings, job, prompt_bytes=prompt_bytes)
-    repo = JobRepository(session)
-    repo.add_job(job)
-    repo.add_chunks([{"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
-                      "attempts": 0, "created_at": now} for seq, cid in enumerate(chunk_ids)])
-    items: list[dict[str, Any]] = []
-    seq = 0
+    writer = JobWriter(session, settings, tenant_id=tenant_id, kind="personalization", model=model,
+                       queue=settings.queue_for_model(model), params=dict(plan.sampling), seed=job_seed,
+                       options={"campaign": plan.model_dump(mode="json")}, template=pinned,
+                       template_sha256=sha256_text(pinned), variants=len(plan.variants), job_id=job_id)
     for unit, unit_briefs in zip(units, briefs, strict=True):
         for index, variant in enumerate(plan.variants):
             brief = unit_briefs[variant.message]
-            items.append({
-                "id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id,
-                "chunk_id": chunk_ids[seq // settings.chunk_size], "seq": seq, "key": unit.key, "variant": index,
-                "record": unit.record, "prompt": brief, "prompt_sha256": sha256_text(brief),
-                "request": {"campaign": {"variant_id": variant.variant_id, "message": variant.message,
-                                         "merge": unit.merge}},
-                "seed": derive_seed(job_seed, unit.key, index), "state": ItemState.PENDING,
-            })
-            seq += 1
-    repo.add_items(items)
-    return job
+            writer.add(key=unit.key, variant=index, record=unit.record, prompt=brief,
+                       prompt_sha256=sha256_text(brief),
+                       request={"campaign": {"variant_id": variant.variant_id, "message": variant.message,
+                                             "merge": unit.merge}},
+                       seed=derive_seed(job_seed, unit.key, index))
+    return writer.job, writer.finish()
 
 
 def get_campaign(session: Session, tenant_id: str, job_id: str) -> tuple[Job, CampaignPlan]:

@@ -10,17 +10,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from factory.config import Settings
-from factory.db.base import new_id, utcnow
-from factory.db.models import ChunkState, Item, ItemState, Job, JobStatus
+from factory.db.models import Item, ItemState, Job, JobStatus
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.jobs import execution
 from factory.jobs.repository import JobRepository
 from factory.jobs.schemas import ItemCounts, JobCreate, JobOut
+from factory.jobs.writer import JobWriter
 from factory.models import registry
-from factory.outbox.repository import OutboxRepository
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
-from factory.queue import GENERATE_CHUNK_TASK
-from factory.quotas.service import admit
 from factory.templates import budget
 from factory.templates.sandbox import CompiledTemplate, compile_template
 
@@ -99,39 +96,17 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     job_seed = params.pop("seed")
     if job_seed is None:
         job_seed = secrets.randbelow(2**31)
-    job_id = new_id("job")
-    now = utcnow()
-    total = len(keys) * body.variants
-    chunk_ids = [new_id("chk") for _ in range(-(-total // settings.chunk_size))]
-    job = Job(
-        id=job_id, tenant_id=tenant_id, kind=body.kind, status=JobStatus.QUEUED, model=model,
-        queue=settings.queue_for_model(model), template=body.template, template_sha256=template.sha256,
-        system_prompt=body.system_prompt, params=params, seed=job_seed, variants=body.variants,
-        item_count=total, chunk_count=len(chunk_ids), created_at=now,
-    )
-    admit(session, settings, job, prompt_bytes=body.variants * sum(len(p.encode()) for p in prompts))
-    repo = JobRepository(session)
-    repo.add_job(job)
-    repo.add_chunks([
-        {"id": cid, "tenant_id": tenant_id, "job_id": job_id, "seq": seq, "state": ChunkState.PENDING,
-         "attempts": 0, "created_at": now, "enqueued_at": now}
-        for seq, cid in enumerate(chunk_ids)
-    ])
-    items: list[dict[str, Any]] = []
-    seq = 0
+    writer = JobWriter(session, settings, tenant_id=tenant_id, kind=body.kind, model=model,
+                       queue=settings.queue_for_model(model), params=params, seed=job_seed,
+                       template=body.template, template_sha256=template.sha256, system_prompt=body.system_prompt,
+                       variants=body.variants)
     for record, key, prompt in zip(body.audience, keys, prompts, strict=True):
         prompt_sha = sha256_text(prompt)
         for variant in range(body.variants):
-            items.append({
-                "id": new_id("itm"), "tenant_id": tenant_id, "job_id": job_id,
-                "chunk_id": chunk_ids[seq // settings.chunk_size], "seq": seq, "key": key,
-                "variant": variant, "record": record, "prompt": prompt, "prompt_sha256": prompt_sha,
-                "seed": derive_seed(job_seed, key, variant), "state": ItemState.PENDING,
-            })
-            seq += 1
-    repo.add_items(items)
-    outbox_ids = OutboxRepository(session).add_many(GENERATE_CHUNK_TASK, job.queue, [[c] for c in chunk_ids])
-    return CreatedJob(job=job, outbox_ids=outbox_ids)
+            writer.add(key=key, variant=variant, record=record, prompt=prompt, prompt_sha256=prompt_sha,
+                       request=None, seed=derive_seed(job_seed, key, variant))
+    outbox_ids = writer.finish()
+    return CreatedJob(job=writer.job, outbox_ids=outbox_ids)
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:

@@ -1,10 +1,13 @@
-"""Writing a job whose items arrive as a stream (a chat request, a batch file's chunks).
+"""The one way a job is written: its row, its chunks, its items and one outbox message per chunk.
 
-``create_job`` builds every item in memory because a personalization job is one
-JSON body anyway. This writer assigns items to chunks as they come and inserts them
-in bounded groups, keeping memory flat. A batch file adds chunks whose items are
-deferred instead (``add_deferred_chunk``: the worker that claims one writes them).
-Nothing commits here: the caller owns the transaction, so a file that turns out bad
+Every kind writes through ``JobWriter`` (personalization, campaigns, augmentation, batches,
+chat): items are assigned to chunks as they come (``chunk_size`` each, or what
+``use_chunk_size`` sets for the items that follow) and inserted in bounded groups, keeping
+memory flat. A batch file adds chunks whose items are deferred instead
+(``add_deferred_chunk``: the worker that claims one writes them). Every chunk is written
+with ``enqueued_at``, which the reconciler's lost-wake-up check reads. ``finish`` admits
+the job against its tenant's quotas and writes the outbox. Nothing commits here: the
+caller owns the transaction (commit, then publish), so a request that turns out bad
 half-way is rolled back whole.
 """
 
@@ -33,7 +36,8 @@ class JobWriter:
 
     def __init__(self, session: Session, settings: Settings, *, tenant_id: str, kind: str, model: str,
                  queue: str, params: dict[str, Any], seed: int, options: dict[str, Any] | None = None,
-                 flush_every: int = 2000) -> None:
+                 template: str = "", template_sha256: str = EMPTY_TEMPLATE_SHA256, system_prompt: str | None = None,
+                 variants: int = 1, job_id: str | None = None, flush_every: int = 2000) -> None:
         self.session = session
         self.settings = settings
         self.repo = JobRepository(session)
@@ -42,9 +46,10 @@ class JobWriter:
         self.flush_every = flush_every
         self.now = utcnow()
         self.job = Job(
-            id=new_id("job"), tenant_id=tenant_id, kind=kind, status=JobStatus.QUEUED, model=model, queue=queue,
-            template="", template_sha256=EMPTY_TEMPLATE_SHA256, system_prompt=None, params=params, seed=seed,
-            variants=1, item_count=0, chunk_count=0, options=options or {}, created_at=self.now,
+            id=job_id or new_id("job"), tenant_id=tenant_id, kind=kind, status=JobStatus.QUEUED, model=model,
+            queue=queue, template=template, template_sha256=template_sha256, system_prompt=system_prompt,
+            params=params, seed=seed, variants=variants, item_count=0, chunk_count=0, options=options or {},
+            created_at=self.now,
         )
         self.repo.add_job(self.job)
         self._job_id = self.job.id
@@ -100,6 +105,11 @@ class JobWriter:
     def end_chunk(self) -> None:
         """The next item added starts a new chunk (the items of one batch line get chunks of their own)."""
         self._in_chunk = 0
+
+    def use_chunk_size(self, size: int) -> None:
+        """Items added from now on go into new chunks of ``size`` (rule-based augmentation takes more)."""
+        self.end_chunk()
+        self.chunk_size = size
 
     def _new_chunk(self, pending_lines: dict[str, Any] | None = None) -> None:
         chunk_id = self._chunk_id()

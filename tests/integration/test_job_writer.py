@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from factory.config import Settings
-from factory.db.base import DEFAULT_TENANT
+from factory.db.base import DEFAULT_TENANT, utcnow
 from factory.db.models import Chunk, Item, Job, OutboxMessage
 from factory.db.session import get_sessionmaker
 from factory.jobs.writer import JobWriter
+from tests.keys import api_test_client
+from tests.security import test_quotas as quotas_test
 
 
 def _writer(session: object, db_url: str) -> JobWriter:
@@ -72,3 +77,21 @@ def test_a_failure_leaves_nothing_after_rollback(db_url: str) -> None:
         assert session.scalar(select(func.count()).select_from(Item)) == 0
         assert session.scalar(select(func.count()).select_from(Job)) == 0
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
+@pytest.mark.parametrize("submit", [quotas_test._personalization, quotas_test._augmentation, quotas_test._campaign,
+                                    quotas_test._batch, quotas_test._chat], ids=lambda f: f.__name__.strip("_"))
+def test_every_kind_writes_its_chunks_woken_now(db_url: str, broker_url: str, tmp_path: Path,
+                                                submit: Any) -> None:
+    """Every kind's chunks carry ``enqueued_at`` (the reconciler reads a missing one as "woken long ago")
+    and one outbox message each."""
+    settings = Settings(database_url=db_url, broker_url=broker_url, storage_url=f"file://{tmp_path}/objects",
+                        chunk_size=4, chat_timeout_s=0.5, **quotas_test.UNLIMITED)
+    started = utcnow().replace(tzinfo=None)
+    with api_test_client(settings) as client:
+        submit(client)
+    with get_sessionmaker(db_url)() as session:
+        chunks = list(session.scalars(select(Chunk)))
+        assert chunks and all(c.enqueued_at is not None and c.enqueued_at.replace(tzinfo=None) >= started
+                              for c in chunks), [(c.id, c.enqueued_at) for c in chunks]
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) >= len(chunks)

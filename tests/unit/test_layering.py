@@ -55,3 +55,18 @@ print("api-ok", "torch" in sys.modules and sys.modules["torch"] is not None)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("api-ok False")
+
+
+# The one job writer: chunks are written by factory/jobs/writer.py alone; items by it and by the claim of
+# a batch chunk whose items were deferred (factory/batches/, which writes the lines the writer planned).
+WRITES = {".add_chunks(": {"factory/jobs/writer.py"},
+          ".add_item_rows(": {"factory/jobs/writer.py", "factory/batches/"}}
+
+
+@pytest.mark.parametrize("call", sorted(WRITES))
+def test_jobs_are_written_through_the_one_writer(call: str) -> None:
+    callers = {str(p.relative_to(REPO)) for root in ("factory", "workers") for p in (REPO / root).rglob("*.py")
+               if call in p.read_text()}
+    allowed = WRITES[call]
+    assert {c for c in callers if not any(c.startswith(a) for a in allowed)} == set()
+    assert callers, "the writer itself calls it"
