@@ -124,4 +124,4 @@ def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, tim
     console.print(f"JSONL shards ({len(shards)}): {store.describe(shards[0]) if shards else '-'} ...")
     console.print(f"all results: factory results {job['id']} (while an API runs, with FACTORY_API_KEY set to a key "
                   f"of tenant '{DEMO_TENANT}': factory keys create --tenant {DEMO_TENANT})")
-    return len(lines) == job["counts"]["total"]
+    return len(lines) == int(job["counts"]["total"])

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 from pydantic_core import to_json
 
 from factory.config import Settings

@@ -40,10 +40,10 @@ from factory.config import Settings
 from factory.db.models import Job
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.files import service as files_service
+from factory.jobs.schemas import SOURCE_FILE
 from factory.jobs.service import CreatedJob, get_job
 from factory.jobs.writer import JobWriter
 from factory.models import registry
-from factory.privacy.repository import SOURCE_FILE
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.storage import ObjectStore
 from factory.storage.keys import dataset_file_key, is_dataset_file, job_report_key

@@ -152,7 +152,7 @@ def _read_parquet(stream: BinaryIO, field: str) -> list[dict[str, Any]]:
     finally:
         if source is not stream:
             source.close()
-    records = table.to_pylist()
+    records: list[dict[str, Any]] = table.to_pylist()
     for n, rec in enumerate(records):
         for key, value in rec.items():
             if isinstance(value, bytes):  # a binary column: text must be UTF-8

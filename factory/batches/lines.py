@@ -38,9 +38,9 @@ from factory.chat.schemas import STRICT, ChatCompletionRequest
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.errors import InvalidInput
-from factory.jobs.schemas import JobCreate
-from factory.jobs.service import render_audience
 from factory.models import registry
+from factory.personalization.schemas import JobCreate
+from factory.personalization.service import render_audience
 from factory.provenance.hashing import derive_seed, sha256_text
 from factory.strict_json import JSONLimits
 from factory.templates.budget import RenderBudget, bound

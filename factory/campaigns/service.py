@@ -34,9 +34,9 @@ from factory.db.models import Job, JobStatus, PromptTemplate
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.files import service as files_service
 from factory.jobs.repository import JobRepository
+from factory.jobs.schemas import SOURCE_FILE
 from factory.jobs.writer import JobWriter
 from factory.models import registry
-from factory.privacy.repository import SOURCE_FILE
 from factory.provenance.hashing import canonical_json, derive_seed, sha256_text
 from factory.storage import ObjectStore
 from factory.storage.keys import CAMPAIGN_EXPORT_FORMATS, campaign_audience_key, campaign_export_key

@@ -20,8 +20,8 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictStr, w
 from pydantic_core import to_json
 from typing_extensions import TypedDict
 
-from factory.batches.schemas import Metadata
 from factory.config import SETTING_MAXIMUM_MARK
+from factory.metadata import Metadata
 from factory.models.registry import ModelName
 
 # The same bounds as a personalization job's GenerationParams.

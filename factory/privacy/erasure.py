@@ -33,7 +33,8 @@ from factory.batches import service as batches_service
 from factory.db.models import Job, JobStatus
 from factory.files import service as files_service
 from factory.jobs import service as jobs_service
-from factory.privacy.repository import ERASURE, ERASURE_DONE, ERASURE_PENDING, SOURCE_FILE, PrivacyRepository
+from factory.jobs.schemas import SOURCE_FILE
+from factory.privacy.repository import ERASURE, ERASURE_DONE, ERASURE_PENDING, PrivacyRepository
 from factory.storage import ObjectStore
 from factory.storage.keys import job_prefix
 

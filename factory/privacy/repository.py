@@ -9,10 +9,10 @@ from sqlalchemy import case, delete, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from factory.db.models import AugmentationSourceRow, Batch, Item, Job, JobStatus, StoredFile
+from factory.jobs.schemas import SOURCE_FILE
 
 # Job options: the upload a job's records were read from (campaign audience, augmentation dataset),
 # and where the erasure of the job's copies stands once that upload was deleted.
-SOURCE_FILE = "source_file_id"
 ERASURE = "erasure"
 ERASURE_PENDING, ERASURE_DONE = "pending", "done"
 # What an erased item's error says instead of its old text (which may quote the record).

@@ -23,8 +23,8 @@ from factory.db.base import DEFAULT_TENANT
 from factory.db.models import AugmentationVerdict, Item, JobStatus
 from factory.db.session import session_scope
 from factory.jobs import execution
-from factory.jobs.kinds import create_job
 from factory.jobs.repository import JobRepository
+from factory.kinds import create_job
 from factory.storage.local import LocalStore
 from workers.kinds.augmentation import AugmentationHandler
 

@@ -13,7 +13,8 @@ from factory.db.session import session_scope
 from factory.jobs import execution
 from factory.jobs import service as jobs_service
 from factory.jobs.repository import JobRepository
-from factory.jobs.schemas import JobCreate
+from factory.personalization import service as personalization_service
+from factory.personalization.schemas import JobCreate
 
 
 def _make_job(url: str, n: int = 3, chunk_size: int = 2) -> tuple[str, list[str]]:
@@ -23,7 +24,7 @@ def _make_job(url: str, n: int = 3, chunk_size: int = 2) -> tuple[str, list[str]
         "audience": [{"id": f"k{i}", "name": f"n{i}"} for i in range(n)], "params": {"seed": 1},
     })
     with session_scope(url) as s:
-        created = jobs_service.create_job(s, settings, DEFAULT_TENANT, body)
+        created = personalization_service.create_job(s, settings, DEFAULT_TENANT, body)
         job_id = created.job.id
     with session_scope(url) as s:
         return job_id, JobRepository(s).chunk_ids(job_id)

@@ -12,10 +12,10 @@ from factory.db.base import DEFAULT_TENANT, utcnow
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus, OutboxMessage
 from factory.db.session import session_scope
 from factory.jobs import execution
-from factory.jobs import service as jobs_service
 from factory.jobs.repository import LEASE_EXPIRED
-from factory.jobs.schemas import JobCreate
 from factory.outbox import relay
+from factory.personalization import service as personalization_service
+from factory.personalization.schemas import JobCreate
 from factory.queue import FINALIZE_JOB_TASK, GENERATE_CHUNK_TASK
 from factory.reliability import broker
 from factory.reliability import service as reliability
@@ -34,7 +34,7 @@ def _submit(settings: Settings, n: int = 6, *, publish: bool = True) -> tuple[st
                                      "audience": [{"id": f"k{i}", "name": f"n{i}"} for i in range(n)],
                                      "params": {"seed": 3}})
     with session_scope(settings.database_url) as s:
-        created = jobs_service.create_job(s, settings, DEFAULT_TENANT, body)
+        created = personalization_service.create_job(s, settings, DEFAULT_TENANT, body)
     if publish:
         with session_scope(settings.database_url) as s:
             relay.relay(s, settings, created.outbox_ids)

@@ -20,9 +20,9 @@ from factory.db import migrate
 from factory.db.base import DEFAULT_TENANT, utcnow
 from factory.db.models import Chunk, OutboxMessage
 from factory.db.session import get_engine, session_scope
-from factory.jobs import service as jobs_service
-from factory.jobs.schemas import JobCreate
 from factory.outbox import relay
+from factory.personalization import service as personalization_service
+from factory.personalization.schemas import JobCreate
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.reliability import service as reliability
 from tests.keys import api_test_client
@@ -35,7 +35,7 @@ BODY = {"kind": "personalization", "template": "Hi {{ name }}", "params": {"seed
 
 def _submit(settings: Settings, *, publish: bool) -> str:
     with session_scope(settings.database_url) as s:
-        created = jobs_service.create_job(s, settings, DEFAULT_TENANT, JobCreate.model_validate(BODY))
+        created = personalization_service.create_job(s, settings, DEFAULT_TENANT, JobCreate.model_validate(BODY))
     if publish:
         with session_scope(settings.database_url) as s:
             relay.relay(s, settings, created.outbox_ids)

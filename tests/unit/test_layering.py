@@ -1,4 +1,5 @@
-"""factory/ never imports workers/, torch or transformers; the API runs without them."""
+"""factory/ never imports workers/, torch or transformers (the API runs without them); its packages
+import each other without cycles; jobs are written through the one writer."""
 
 import ast
 import subprocess
@@ -11,13 +12,18 @@ REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("torch", "transformers", "workers", "accelerate", "gguf", "sentence_transformers", "wn")
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, full: bool = False) -> set[str]:
+    """Top-level names of the modules ``path`` imports; ``full``: the dotted names (``from factory import
+    kinds`` is ``factory.kinds``)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
+            names.update(a.name if full else a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            if full and node.module == "factory":
+                names.update(f"factory.{a.name}" for a in node.names)
+            else:
+                names.add(node.module if full else node.module.split(".")[0])
     return names
 
 
@@ -70,3 +76,51 @@ def test_jobs_are_written_through_the_one_writer(call: str) -> None:
     allowed = WRITES[call]
     assert {c for c in callers if not any(c.startswith(a) for a in allowed)} == set()
     assert callers, "the writer itself calls it"
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Which top-level parts of factory/ (packages or modules) each one imports."""
+    graph: dict[str, set[str]] = {}
+    for path in (REPO / "factory").rglob("*.py"):
+        parts = path.relative_to(REPO / "factory").parts
+        own = parts[0] if len(parts) > 1 else path.stem
+        targets = {m.split(".")[1] for m in _imports(path, full=True) if m.startswith("factory.")}
+        graph.setdefault(own, set()).update(targets - {own})
+    return graph
+
+
+def test_no_import_cycles_between_factory_packages() -> None:
+    graph = _package_imports()
+
+    def reaches(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if a in reaches(b))
+    assert cycles == []
+    assert "jobs" in graph["personalization"] and "personalization" not in graph["jobs"]
+
+
+SQL_BUILDERS = {"select", "insert", "update", "delete"}
+
+
+@pytest.mark.parametrize("root", ["factory", "workers"])
+def test_sql_is_built_only_in_repositories(root: str) -> None:
+    """``select``/``insert``/``update``/``delete`` come from SQLAlchemy only in ``repository.py`` modules
+    (and factory/db/, the database plumbing they stand on)."""
+    offenders = []
+    for path in (REPO / root).rglob("*.py"):
+        relative = str(path.relative_to(REPO))
+        if path.name == "repository.py" or relative.startswith("factory/db/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), relative)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy") \
+                    and {a.name for a in node.names} & SQL_BUILDERS:
+                offenders.append(relative)
+    assert offenders == []

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
+from factory import kinds
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
 from factory.api.routing import MAX_BODY, api_router
 from factory.db.session import get_sessionmaker
 from factory.db.tenancy import bind_tenant
-from factory.jobs import kinds
 from factory.jobs import service as jobs_service
 from factory.jobs.schemas import JobOut
 from factory.outbox import relay
