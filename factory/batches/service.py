@@ -497,9 +497,9 @@ def read_spans(store: ObjectStore, key: str, pendings: list[dict[str, Any]], *,
 
 
 def _extends(group: list[dict[str, Any]], pending: dict[str, Any], limit: int) -> bool:
-    end = group[-1]["offset"] + group[-1]["length"]
-    return (end <= pending["offset"] <= end + READ_GAP_BYTES
-            and pending["offset"] + pending["length"] - group[0]["offset"] <= limit)
+    end: int = group[-1]["offset"] + group[-1]["length"]
+    start: int = pending["offset"]
+    return end <= start <= end + READ_GAP_BYTES and start + pending["length"] - group[0]["offset"] <= limit
 
 
 # --- finalizing (runs in the worker's finalize step) -------------------------------------
