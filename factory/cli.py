@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from factory import embedded_redis
 from factory.auth.cli import keys_app
 from factory.campaigns.cli import campaign_app
-from factory.cli_common import DEFAULT_API, ApiUrl, console, settings_with_broker, watch_job
+from factory.cli_common import DEFAULT_API, ApiUrl, console, settings_with_broker, watch, watch_job
 from factory.client import ApiError, FactoryClient, load_job_file
 from factory.config import Settings, get_settings
 from factory.demo import demo
@@ -210,18 +209,9 @@ def _batch_line(batch: dict[str, Any]) -> str:
 
 def _watch_batch(client: FactoryClient, batch_id: str, timeout_s: float = 24 * 3600) -> dict[str, Any]:
     """A live bar over the batch's lines (done = completed + failed), with items/s and ETA."""
-    batch = client.batch(batch_id)
-    deadline = time.monotonic() + timeout_s
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        bar = progress.add_task(batch["status"], total=batch["request_counts"]["total"])
-        while True:
-            counts = batch["request_counts"]
-            progress.update(bar, completed=counts["completed"] + counts["failed"], description=_batch_line(batch))
-            if batch["status"] in BATCH_TERMINAL or time.monotonic() > deadline:
-                return batch
-            time.sleep(0.5)
-            batch = client.batch(batch_id)
+    return watch(lambda: client.batch(batch_id), total=lambda b: int(b["request_counts"]["total"]),
+                 done=lambda b: int(b["request_counts"]["completed"] + b["request_counts"]["failed"]),
+                 label=_batch_line, ended=lambda b: b["status"] in BATCH_TERMINAL, timeout_s=timeout_s)
 
 
 def _batch_status(client: FactoryClient, batch_id: str, wait: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -31,16 +32,27 @@ def settings_with_broker() -> Settings:
     return get_settings()
 
 
-def watch_job(client: FactoryClient, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
-    job = client.job(job_id)
+JOB_TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def watch(fetch: Callable[[], dict[str, Any]], *, total: Callable[[dict[str, Any]], int],
+          done: Callable[[dict[str, Any]], int], label: Callable[[dict[str, Any]], str],
+          ended: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
+    """A live progress bar over what ``fetch`` returns, polled until ``ended`` or the timeout; the last state."""
+    current = fetch()
     deadline = time.monotonic() + timeout_s
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        bar = progress.add_task(job["status"], total=job["counts"]["total"])
+        bar = progress.add_task(label(current), total=total(current))
         while True:
-            c = job["counts"]
-            progress.update(bar, completed=c["total"] - c["pending"], description=job["status"])
-            if job["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
-                return job
+            progress.update(bar, completed=done(current), description=label(current))
+            if ended(current) or time.monotonic() > deadline:
+                return current
             time.sleep(0.5)
-            job = client.job(job_id)
+            current = fetch()
+
+
+def watch_job(client: FactoryClient, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
+    return watch(lambda: client.job(job_id), total=lambda j: int(j["counts"]["total"]),
+                 done=lambda j: int(j["counts"]["total"] - j["counts"]["pending"]),
+                 label=lambda j: str(j["status"]), ended=lambda j: j["status"] in JOB_TERMINAL, timeout_s=timeout_s)
