@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from factory import embedded_redis
 from factory.client import FactoryClient
 from factory.config import Settings, get_settings
+from factory.db.models import TERMINAL_JOB_STATUSES
 
 console = Console()
 ApiUrl = Annotated[str, typer.Option(envvar="FACTORY_API_URL", help="Base URL of the factory API.")]
@@ -32,7 +33,6 @@ def settings_with_broker() -> Settings:
     return get_settings()
 
 
-JOB_TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def watch(fetch: Callable[[], dict[str, Any]], *, total: Callable[[dict[str, Any]], int],
@@ -55,4 +55,5 @@ def watch(fetch: Callable[[], dict[str, Any]], *, total: Callable[[dict[str, Any
 def watch_job(client: FactoryClient, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
     return watch(lambda: client.job(job_id), total=lambda j: int(j["counts"]["total"]),
                  done=lambda j: int(j["counts"]["total"] - j["counts"]["pending"]),
-                 label=lambda j: str(j["status"]), ended=lambda j: j["status"] in JOB_TERMINAL, timeout_s=timeout_s)
+                 label=lambda j: str(j["status"]), ended=lambda j: j["status"] in TERMINAL_JOB_STATUSES,
+                 timeout_s=timeout_s)

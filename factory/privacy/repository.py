@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, delete, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from factory.db.models import AugmentationSourceRow, Batch, Item, Job, JobStatus, StoredFile
+from factory.db.models import TERMINAL_JOB_STATUSES, AugmentationSourceRow, Batch, Item, Job, StoredFile
 from factory.jobs.schemas import SOURCE_FILE
 
 # Job options: the upload a job's records were read from (campaign audience, augmentation dataset),
@@ -17,7 +17,6 @@ ERASURE = "erasure"
 ERASURE_PENDING, ERASURE_DONE = "pending", "done"
 # What an erased item's error says instead of its old text (which may quote the record).
 ERASED_ERROR = "erased: the file this item was made from was deleted"
-TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class PrivacyRepository:
@@ -38,7 +37,8 @@ class PrivacyRepository:
     def jobs_pending_erasure(self, limit: int) -> list[Job]:
         """Ended jobs whose source file was deleted while they ran, oldest first."""
         return list(self.session.scalars(
-            select(Job).where(Job.options[ERASURE].as_string() == ERASURE_PENDING, Job.status.in_(TERMINAL))
+            select(Job).where(Job.options[ERASURE].as_string() == ERASURE_PENDING,
+                              Job.status.in_(TERMINAL_JOB_STATUSES))
             .order_by(Job.finished_at).limit(limit).with_for_update(skip_locked=True)
         ))
 
@@ -76,7 +76,7 @@ class PrivacyRepository:
     def jobs_finished_before(self, cutoff: datetime, limit: int) -> list[Job]:
         """Ended jobs only: a queued, running, finalizing or cancelling job is never a candidate."""
         return list(self.session.scalars(
-            select(Job).where(Job.status.in_(TERMINAL), Job.finished_at < cutoff)
+            select(Job).where(Job.status.in_(TERMINAL_JOB_STATUSES), Job.finished_at < cutoff)
             .order_by(Job.finished_at).limit(limit).with_for_update(skip_locked=True)
         ))
 
