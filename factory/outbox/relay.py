@@ -48,6 +48,14 @@ def relay(session: Session, settings: Settings, ids: Sequence[str] | None = None
     return sent
 
 
+def commit_then_publish(session: Session, settings: Settings, outbox_ids: Sequence[str]) -> int:
+    """The one way a caller hands over work: commit its transaction, then publish the outbox messages it
+    wrote. Never the other way round (a worker could wake before the rows it needs exist); what is not
+    published now stays in the outbox and is sent again later. Returns the number sent."""
+    session.commit()
+    return relay(session, settings, outbox_ids) if outbox_ids else 0
+
+
 def publish_new(session: Session, settings: Settings, messages: Sequence[Pending]) -> int:
     """Publish messages this caller has just committed (a batch's thousands of chunk messages), pipelined,
     without reading them back; then stamp them all in one transaction. Returns the number sent.

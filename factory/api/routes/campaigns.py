@@ -25,8 +25,7 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"
 def create_campaign(body: CampaignCreate, session: SessionDep, settings: SettingsDep,
                     tenant: TenantDep) -> CampaignOut:
     created = service.create_campaign(session, settings, open_store(settings), tenant, body)
-    session.commit()
-    relay.relay(session, settings, created.outbox_ids)  # after commit; leftovers are re-sent later
+    relay.commit_then_publish(session, settings, created.outbox_ids)
     job, plan = service.get_campaign(session, tenant, created.job.id)
     return service.describe(session, job, plan)
 

@@ -23,8 +23,7 @@ router = api_router(prefix="/v1/chat", tags=["chat"], body_limit=CHAT_BODY)
 
 def _submit(session: Session, settings: Settings, tenant: str, body: ChatCompletionRequest) -> Job:
     submitted = chat_service.submit(session, settings, tenant, body)
-    session.commit()
-    relay.relay(session, settings, submitted.outbox_ids)
+    relay.commit_then_publish(session, settings, submitted.outbox_ids)
     return submitted.job
 
 
@@ -35,8 +34,7 @@ def _check(session: Session, job: Job) -> dict[str, Any] | None:
 
 def _give_up(session: Session, settings: Settings, job: Job) -> None:
     outbox_ids = chat_service.give_up(session, settings, job)
-    session.commit()
-    relay.relay(session, settings, outbox_ids)
+    relay.commit_then_publish(session, settings, outbox_ids)
 
 
 @router.post("/completions", responses=BODY | CHAT_ERRORS)

@@ -57,6 +57,5 @@ def get_file_content(file_id: str, session: SessionDep, settings: SettingsDep, t
 def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> FileDeleted:
     """The file and what was copied from it (docs/privacy.md); jobs still running on it are cancelled."""
     outbox_ids = erasure.erase_file(session, open_store(settings), tenant, file_id)
-    session.commit()
-    relay.relay(session, settings, outbox_ids)
+    relay.commit_then_publish(session, settings, outbox_ids)
     return FileDeleted(id=file_id, deleted=True)

@@ -24,8 +24,7 @@ router = api_router(prefix="/v1/jobs", tags=["jobs"], body_limit=MAX_BODY, respo
 @router.post("", status_code=202, responses=BODY)
 def create_job(body: kinds.JobRequest, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
     created = kinds.create_job(session, settings, open_store(settings), tenant, body)
-    session.commit()
-    relay.relay(session, settings, created.outbox_ids)  # after commit; leftovers are re-sent later
+    relay.commit_then_publish(session, settings, created.outbox_ids)
     return jobs_service.describe(session, created.job)
 
 
@@ -37,8 +36,7 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
 @router.post("/{job_id}/cancel", responses=CONFLICT)
 def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> JobOut:
     job, outbox_ids = jobs_service.cancel_job(session, tenant, job_id)
-    session.commit()
-    relay.relay(session, settings, outbox_ids)
+    relay.commit_then_publish(session, settings, outbox_ids)
     return jobs_service.describe(session, job)
 
 
