@@ -25,8 +25,9 @@ def build_generator(settings: Settings, model: str) -> Generator:
 
     spec = registry.resolve(model, settings.model_allowlist)
     local = materialize(spec, settings.model_cache_dir)
-    return TransformersGenerator(model, local.path, local.weights_sha256,
-                                 device=settings.device, dtype=settings.torch_dtype)
+    return TransformersGenerator(model, local.path, local.weights_sha256, device=settings.device,
+                                 dtype=settings.torch_dtype, batch=settings.chunk_size,
+                                 cache_dir=settings.model_cache_dir)
 
 
 def get_generator(settings: Settings, model: str) -> Generator:

@@ -48,6 +48,8 @@ def test_real_model_paraphrases_and_eda_become_a_filtered_loadable_dataset(
         FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
         FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
         FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE), FACTORY_CHUNK_SIZE="10",
+        # The quality floors below were measured in float32; auto would measure this machine first.
+        FACTORY_TORCH_DTYPE="float32",
     )
     with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
         client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))

@@ -30,6 +30,8 @@ def test_real_model_campaign_passes_its_checks(
     env = factory_env(
         FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"file://{tmp_path}/objects",
         FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE), FACTORY_CHUNK_SIZE="16",  # one chunk: one batch per attempt
+        # The quality floors below were measured in float32; auto would measure this machine first.
+        FACTORY_TORCH_DTYPE="float32",
         # A campaign chunk runs up to max_attempts rounds; on a busy shared CPU that can pass the default
         # 600 s task limit, so the limits (and the lease and visibility timeout above them) are raised.
         FACTORY_TASK_SOFT_TIME_LIMIT_S="2400", FACTORY_TASK_TIME_LIMIT_S="2460", FACTORY_CHUNK_LEASE_S="2600",

@@ -85,6 +85,10 @@ def test_real_model_job_lands_in_postgres_and_s3_with_provenance(
     assert prov["job_seed"] == 1234 and isinstance(prov["seed"], int)
     assert 0 < prov["completion_tokens"] <= 25 and prov["prompt_tokens"] > 10
     assert prov["finish_reason"] in ("stop", "length")
+    # FACTORY_TORCH_DTYPE=auto: the worker ran in the dtype it measured fastest for chunks of 4 here.
+    verdicts = json.loads((MODEL_CACHE / "dtype-choice.json").read_text())
+    [verdict] = [v for k, v in verdicts.items() if k.startswith(prov["weights_sha256"][:16]) and k.endswith("batch 4")]
+    assert prov["dtype"] == verdict["dtype"]
     assert prov["batch_size"] in (2, 4) and prov["timings_ms"]["generate"] > 0
 
     with get_sessionmaker(pg_db)() as s:
