@@ -211,7 +211,7 @@ def test_project_services_are_built_here_and_run_factory_commands() -> None:
         assert "command" in svc, f"{name}: give the command explicitly"
         used[name] = [check_factory_invocation(argv, f"services.{name}.command")
                       for argv in factory_invocations(svc["command"], f"services.{name}.command")]
-    assert used["api"] == ["migrate", "api"]
+    assert used["api"] == ["api"]
     assert used["worker"] == ["worker"]
     # Services that reuse a project image run project commands too.
     images = {services()[name].get("image") for name in PROJECT_SERVICES}
@@ -219,9 +219,9 @@ def test_project_services_are_built_here_and_run_factory_commands() -> None:
         if name not in PROJECT_SERVICES and svc.get("image") in images:
             for argv in factory_invocations(svc["command"], f"services.{name}.command"):
                 check_factory_invocation(argv, f"services.{name}.command")
-    reconciler = services()["reconciler"]
-    assert [check_factory_invocation(a, "reconciler") for a in factory_invocations(reconciler["command"], "r")] \
-        == ["reconcile"]
+    for name, expected in (("reconciler", ["reconcile"]), ("migrate", ["migrate"])):
+        argvs = factory_invocations(services()[name]["command"], name)
+        assert [check_factory_invocation(argv, f"services.{name}.command") for argv in argvs] == expected
 
 
 def test_api_listens_on_all_interfaces_and_is_published() -> None:
@@ -265,7 +265,7 @@ def test_every_dependency_waits_on_a_condition() -> None:
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
     one_shots = {name for name, svc in services().items() if is_one_shot(svc)}
-    assert one_shots == {"minio-init"}
+    assert one_shots == {"minio-init", "migrate"}
     for name, svc in services().items():
         if name in one_shots:
             continue
@@ -275,7 +275,8 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 
 def test_expected_services_images_and_volumes() -> None:
     svcs = services()
-    assert set(svcs) == {"redis", "postgres", "minio", "minio-init", "api", "worker", "reconciler", "flower"}
+    assert set(svcs) == {"redis", "postgres", "minio", "minio-init", "migrate", "api", "worker", "reconciler",
+                         "flower"}
     assert svcs["redis"]["image"].startswith("redis:7")
     assert "--appendonly" in svcs["redis"]["command"]
     assert svcs["postgres"]["image"].startswith("postgres:16")
@@ -283,6 +284,9 @@ def test_expected_services_images_and_volumes() -> None:
     for name, svc in svcs.items():
         for volume in svc.get("volumes", []):
             source = str(volume).split(":", 1)[0]
+            if source.startswith("./"):  # a file of this repository, mounted read-only
+                assert (REPO / source).is_file() and str(volume).endswith(":ro"), f"{name}: {volume}"
+                continue
             assert source in compose().get("volumes", {}), f"{name}: {source} is not a named volume"
     for name in PROJECT_SERVICES:
         env = svcs[name]["environment"]
@@ -290,6 +294,29 @@ def test_expected_services_images_and_volumes() -> None:
                     "FACTORY_S3_ACCESS_KEY_ID", "FACTORY_S3_SECRET_ACCESS_KEY", "FACTORY_MODEL_CACHE_DIR"):
             assert var in env, f"{name}: {var} is not set"
         assert str(env.get("HF_HUB_OFFLINE")) == "1"
+
+
+def database_user(service: str) -> str:
+    url = str(services()[service]["environment"]["FACTORY_DATABASE_URL"])
+    user = re.match(r"[^:]+://(\$\{[^}]*\}|[^:@]*)", url)
+    assert user, url
+    return user.group(1)
+
+
+def test_app_services_connect_as_the_app_role_and_only_migrate_as_the_owner() -> None:
+    # The owner (the image's superuser) skips row-level security; the app role is held by it
+    # (tests/security/test_compose_app_role.py runs the init script on a real server).
+    owner, app = "${POSTGRES_USER:-factory}", "${FACTORY_DB_APP_USER:-factory_app}"
+    assert database_user("migrate") == owner
+    for name, svc in services().items():
+        if "FACTORY_DATABASE_URL" in svc.get("environment", {}) and name != "migrate":
+            assert database_user(name) == app, f"{name} must connect as the app role"
+    postgres = services()["postgres"]
+    assert postgres["environment"]["POSTGRES_USER"] == owner
+    assert postgres["environment"]["FACTORY_DB_APP_USER"] == app
+    assert "./deploy/postgres/init-app-role.sh:/docker-entrypoint-initdb.d/10-app-role.sh:ro" in postgres["volumes"]
+    for name in ("api", "worker"):
+        assert services()[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
 
 
 def test_no_hard_coded_secrets_in_compose_file() -> None:
