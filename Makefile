@@ -39,6 +39,7 @@ test: install $(COMPOSE_VENV)/.installed
 	$(BIN)/mypy
 	FACTORY_COMPOSE_VENV=$(COMPOSE_VENV) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.overhead --quick
 	$(BIN)/python -m bench.ingest --quick
 	$(BIN)/python -m bench.finalize --quick
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick
@@ -48,6 +49,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.overhead --write
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --write
 	$(BIN)/python -m bench.ingest --write
 	$(BIN)/python -m bench.finalize --write
