@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from factory import __version__, logs
+from factory import __version__, logs, queue
 from factory.api import errors, openapi, routing
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         if run_migrations:
             migrate.upgrade(settings.database_url)  # a no-op at head, so a role that owns no table can run it
         tenancy.warn_if_rls_bypassed(get_engine(settings.database_url))
+        queue.warm(settings)
         # Anything a crashed API left unsent in the outbox goes out now.
         with get_sessionmaker(settings.database_url)() as session:
             relay.relay(session, settings)

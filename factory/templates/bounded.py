@@ -161,3 +161,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         return rewrite(super()._parse(source, name, filename))
+
+    def parse_as_written(self, source: str) -> nodes.Template:
+        """The template's tree before the rewrite: what its author wrote."""
+        return super()._parse(source, None, None)

@@ -48,6 +48,7 @@ def as_data(value: Any) -> str:
     return f"{DATA_OPEN}{one_line(value)}{DATA_CLOSE}"
 
 
+
 _data_env = BoundedSandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, auto_reload=False, finalize=as_data
 )
@@ -62,11 +63,50 @@ def _short(msg: str) -> str:
     return msg if len(msg) <= 160 else msg[:157] + "..."
 
 
+# A template that only prints record fields between literal text: (is_field, text) parts.
+Substitution = tuple[tuple[bool, str], ...]
+
+
+def _substitution(ast: nodes.Template) -> Substitution | None:
+    """The parts of a template made only of literal text and ``{{ name }}``, else None."""
+    parts: list[tuple[bool, str]] = []
+    for output in ast.body:
+        if not isinstance(output, nodes.Output):
+            return None
+        for node in output.nodes:
+            if isinstance(node, nodes.TemplateData):
+                parts.append((False, node.data))
+            elif isinstance(node, nodes.Name) and node.ctx == "load":
+                parts.append((True, node.name))
+            else:
+                return None
+    return tuple(parts)
+
+
 @dataclass(frozen=True)
 class CompiledTemplate:
     source: str
     variables: frozenset[str]
     sha256: str
+    # Set for substitution-only templates, which render without Jinja (the same text: see
+    # tests/unit/test_template_substitution.py); anything else runs in the bounded sandbox.
+    substitution: Substitution | None = None
+
+    def _substitute(self, parts: Substitution, record: Mapping[str, Any], budget: RenderBudget,
+                    delimit: bool) -> str | None:
+        """Jinja's output for a substitution-only template, or None when a field is missing (Jinja
+        then names it, or prints a global of the same name)."""
+        out: list[str] = []
+        for is_field, text in parts:
+            if not is_field:
+                out.append(text)
+                continue
+            if text not in record:
+                return None
+            value = record[text]
+            budget.produce(len(value) if isinstance(value, str) else 16)
+            out.append(as_data(value) if delimit else str(value))
+        return "".join(out)
 
     def render(self, record: Mapping[str, Any], *, field: str = "audience", as_data: bool = False) -> str:
         """The prompt for one record; ``as_data`` delimits every printed value (campaign prompts).
@@ -80,7 +120,11 @@ class CompiledTemplate:
                 return self.render(record, field=field, as_data=as_data)
         budget.start_record()
         try:
-            text = _compiled(self.source, as_data).render(dict(record))
+            text = None
+            if self.substitution is not None:
+                text = self._substitute(self.substitution, record, budget, as_data)
+            if text is None:
+                text = _compiled(self.source, as_data).render(dict(record))
         except BudgetExceeded as exc:
             raise InvalidInput(f"{exc} ({field})", field=field) from None
         except RecursionError:
@@ -120,7 +164,8 @@ def compile_template(source: str, *, field: str = "template", registered: bool =
         _refuse_reaching_outside(ast, field)
     variables = frozenset(meta.find_undeclared_variables(ast))
     return CompiledTemplate(
-        source=source, variables=variables, sha256=hashlib.sha256(source.encode()).hexdigest()
+        source=source, variables=variables, sha256=hashlib.sha256(source.encode()).hexdigest(),
+        substitution=_substitution(_env.parse_as_written(source)),
     )
 
 
