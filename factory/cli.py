@@ -20,6 +20,7 @@ from factory.cli_common import DEFAULT_API, ApiUrl, console, settings_with_broke
 from factory.client import ApiError, FactoryClient, load_job_file
 from factory.config import Settings, get_settings
 from factory.demo import demo
+from factory.provenance.hashing import sha256_text
 from factory.quotas.cli import tenants_app
 
 if TYPE_CHECKING:
@@ -256,6 +257,32 @@ def results(job_id: str, api_url: ApiUrl = DEFAULT_API) -> None:
     except ApiError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def whence(
+    file: Annotated[Path | None, typer.Argument(dir_okay=False, help="A file holding the text (default: stdin).")]
+    = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="At most this many matches.")] = 20,
+    api_url: ApiUrl = DEFAULT_API,
+) -> None:
+    """Which of your jobs made this text: its items, model, seed and prompt, by the text's sha256.
+
+    The text is read as UTF-8; one trailing newline (what ``echo`` or an editor adds) is dropped.
+    """
+    raw = file.read_bytes() if file is not None else sys.stdin.buffer.read()
+    text = raw.decode("utf-8").removesuffix("\n")
+    digest = sha256_text(text)
+    try:
+        found = FactoryClient(api_url).provenance_lookup(digest, limit)
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if not found["data"]:
+        console.print(f"no item of yours produced this text (sha256 {digest})")
+        raise typer.Exit(1)
+    for match in found["data"]:
+        sys.stdout.write(json.dumps(match, ensure_ascii=False) + "\n")
 
 
 batches_app = typer.Typer(help="Batch maintenance.", no_args_is_help=True)

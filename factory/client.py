@@ -49,6 +49,10 @@ class FactoryClient:
         """A batch (OpenAI Batch object plus ``progress``); reading it also expires it when its window passed."""
         return self._check(self.http.get(f"/v1/batches/{batch_id}"))  # type: ignore[no-any-return]
 
+    def provenance_lookup(self, content_sha256: str, limit: int = 20) -> dict[str, Any]:
+        return self._check(self.http.get(  # type: ignore[no-any-return]
+            "/v1/provenance/lookup", params={"sha256": content_sha256, "limit": limit}))
+
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/results") as resp:
             if resp.status_code >= 400:

@@ -25,6 +25,7 @@ from factory.api.routes import (
     health,
     jobs,
     keys,
+    provenance,
     templates,
 )
 from factory.auth import service as auth_service
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(AuthenticationMiddleware, settings=settings)
 
     app.include_router(health.router)
-    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation):
+    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance):
         app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
     routing.check_routes(app)
     openapi.install(app, settings)

@@ -5,7 +5,10 @@ Once all of them ended, the line is rendered exactly once, either into the outpu
 file (every item succeeded)::
 
     {"id": "batch_req_…", "custom_id": "…", "response": {"status_code": 200, "request_id": "req_…",
-     "body": {…chat.completion…}}, "error": null}
+     "body": {…chat.completion…}}, "error": null,
+     "provenance": [{"item_id": "itm_…", "ai_generated": true, "digital_source_type": "…", "content_sha256": "…"}]}
+
+(``provenance`` is ours: each text of the line marked as machine-made, EU AI Act Art. 50(2)),
 
 or into the error file: a request that ran and failed keeps a ``response`` with a
 non-200 status and an ``error`` body; a request that never ran (batch expired or
@@ -33,6 +36,7 @@ from typing import Any
 from factory.batches.lines import AUGMENT, PERSONALIZE, UNSUPPORTED_ENDPOINT, augment_line_context
 from factory.chat.completions import completion_body
 from factory.db.models import AugmentationVerdict, Item, ItemState
+from factory.provenance.marking import marking
 
 OUTPUT, ERROR = "output", "error"
 _CODE = re.compile(r"^([a-z_]{3,64}): (.+)$", re.DOTALL)
@@ -128,6 +132,11 @@ def _augmentation_body(items: list[Item], model: str, verdicts: Mapping[str, Aug
     }
 
 
+def _marking(items: list[Item]) -> list[dict[str, Any]]:
+    """Each generated text of the line marked as machine-made, with its hash (``provenance.marking``)."""
+    return [{"item_id": i.id, **marking(i.provenance)} for i in items]
+
+
 def _split_error(text: str | None) -> tuple[str, str]:
     """An item's error text as (code, message): "code: message" when it carries a code."""
     match = _CODE.match(text or "")
@@ -161,7 +170,7 @@ def render_line(items: list[Item], model: str, *, expired: bool, tally: Tally | 
             tally.output_tokens += usage["completion_tokens"]
         return OUTPUT, _dumps({"id": line_id, "custom_id": head.key,
                                "response": {"status_code": 200, "request_id": request_id, "body": body},
-                               "error": None})
+                               "error": None, "provenance": _marking(items)})
     if tally is not None:
         tally.failed += 1
     if ItemState.CANCELLED in states:

@@ -23,6 +23,7 @@ from factory.channels.specs import channel
 from factory.channels.text import fill_merge_tags
 from factory.db.models import Item
 from factory.provenance.hashing import canonical_json
+from factory.provenance.marking import TRAINED_ALGORITHMIC_MEDIA
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ def _columns(plan: CampaignPlan) -> list[str]:
         cols.append(f"{vid}.status")
         if message.channel == "sms":
             cols.append(f"{vid}.segments")
+        cols.append(f"{vid}.ai_generated")
     return cols
 
 
@@ -67,6 +69,9 @@ def _variant_for(plan: CampaignPlan, message: MessagePlan, item: Item | None, co
                            "fields": filled if status in ("passed", "control") else {}}
     if message.channel == "sms" and out["fields"]:
         out["segments"] = count_sms(out["fields"].get("text", "")).segments
+    if out["fields"]:  # machine-made copy is marked so (EU AI Act Art. 50(2)); a control is the brief's own
+        out.update({"ai_generated": False} if control else
+                   {"ai_generated": True, "digital_source_type": TRAINED_ALGORITHMIC_MEDIA})
     return out
 
 
@@ -99,6 +104,7 @@ def build_exports(plan: CampaignPlan, items: Iterable[Item], audience_lines: Ite
             row[f"{vid}.status"] = out["status"]
             if message.channel == "sms":
                 row[f"{vid}.segments"] = out.get("segments", "")
+            row[f"{vid}.ai_generated"] = {True: "true", False: "false"}.get(out.get("ai_generated"), "")
         writer.writerow(row)
         line: dict[str, Any] = {"key": rec["key"], "variants": variants}
         if plan.mode == "segment":

@@ -17,6 +17,7 @@ from factory.db.base import utcnow
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository
 from factory.outbox.repository import OutboxRepository
+from factory.provenance import marking
 from factory.queue import FINALIZE_JOB_TASK
 
 
@@ -106,8 +107,11 @@ def renew_lease(session: Session, chunk_id: str, owner: str, lease_s: float) -> 
 
 def record_success(session: Session, item: Item, text: str, provenance: dict[str, Any],
                    checks: CheckOutcome | None = None) -> None:
+    """The item's text with its record, marked as machine-made and hashed (``provenance.marking``)."""
+    marked = marking.mark(provenance, text)
     JobRepository(session).save_item_outcome(item.id, state=ItemState.SUCCEEDED, text=text, error=None,
-                                             provenance=provenance, checks=_check_columns(checks))
+                                             provenance=marked, checks=_check_columns(checks),
+                                             content_sha256=marked["content_sha256"])
 
 
 def record_failure(session: Session, item: Item, error: str, provenance: dict[str, Any] | None = None,

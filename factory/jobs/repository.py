@@ -181,7 +181,7 @@ class JobRepository:
 
     def save_item_outcome(self, item_id: str, *, state: ItemState, text: str | None,
                           error: str | None, provenance: dict[str, Any] | None,
-                          checks: dict[str, Any] | None = None) -> None:
+                          checks: dict[str, Any] | None = None, content_sha256: str | None = None) -> None:
         """Only a pending item changes: a second delivery cannot overwrite a finished one.
 
         ``checks`` sets the check columns (check_status, failed_checks, fields) for kinds that check.
@@ -189,7 +189,7 @@ class JobRepository:
         self.session.execute(
             update(Item).where(Item.id == item_id, Item.state == ItemState.PENDING)
             .values(state=state, text=text, error=error, provenance=provenance, finished_at=utcnow(),
-                    **(checks or {}))
+                    content_sha256=content_sha256, **(checks or {}))
         )
 
     def finish_chunk(self, chunk_id: str, owner: str, state: ChunkState, *,

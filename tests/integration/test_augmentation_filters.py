@@ -25,6 +25,7 @@ from factory.db.session import session_scope
 from factory.jobs import execution
 from factory.jobs.repository import JobRepository
 from factory.kinds import create_job
+from factory.provenance.marking import TRAINED_ALGORITHMIC_MEDIA
 from factory.storage.local import LocalStore
 from workers.kinds.augmentation import AugmentationHandler
 
@@ -177,7 +178,8 @@ def test_exported_dataset_loads_with_the_datasets_library(pg_db: str, tmp_path: 
     ds = datasets.load_dataset("parquet", data_files=str(folder / "data" / "train-*.parquet"), split="train",
                                cache_dir=str(tmp_path / "hf-cache"))
     assert ds.num_rows == 12
-    assert ds.column_names == ["text", "label", "method", "source_row_id", "variant", "item_id", "provenance"]
+    assert ds.column_names == ["text", "label", "method", "source_row_id", "variant", "item_id", "provenance",
+                               "ai_generated", "digital_source_type"]
     rows: list[dict[str, Any]] = list(ds)
     originals = [r for r in rows if r["method"] == "original"]
     made = [r for r in rows if r["method"] == "paraphrase"]
@@ -185,6 +187,14 @@ def test_exported_dataset_loads_with_the_datasets_library(pg_db: str, tmp_path: 
         (i, label, t) for i, label, t in SOURCE]
     kept = {(k, t) for k, (t, reason) in PLANTED.items() if reason is None}
     assert {((r["source_row_id"], r["variant"]), r["text"]) for r in made} == kept
+    # Marked per row and in the file's metadata; the card says so.
+    assert [(r["ai_generated"], r["digital_source_type"]) for r in originals] == [(False, None)] * len(originals)
+    assert {(r["ai_generated"], r["digital_source_type"]) for r in made} == {(True, TRAINED_ALGORITHMIC_MEDIA)}
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(next((folder / "data").glob("train-*.parquet"))).metadata
+    assert metadata[b"digital_source_type"] == TRAINED_ALGORITHMIC_MEDIA.encode()
+    assert "**AI-generated content.**" in (folder / "README.md").read_text()
     prov = json.loads(made[0]["provenance"])
     assert prov["method"] == "paraphrase" and prov["weights_sha256"] == "p" * 64
     assert 0.5 <= prov["similarity_to_source"] <= 0.98

@@ -135,9 +135,10 @@ def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
     table = list(csv.DictReader(io.StringIO(csv_api.text)))
     assert [r["key"] for r in table] == [r["id"] for r in rows]  # one row per recipient, in order
     assert list(table[0]) == ["key", "segment", "email.v1.subject", "email.v1.preheader", "email.v1.body",
-                              "email.v1.status", "sms.v1.text", "sms.v1.status", "sms.v1.segments",
-                              "email.control.subject", "email.control.preheader", "email.control.body",
-                              "email.control.status"]
+                              "email.v1.status", "email.v1.ai_generated", "sms.v1.text", "sms.v1.status",
+                              "sms.v1.segments", "sms.v1.ai_generated", "email.control.subject",
+                              "email.control.preheader", "email.control.body", "email.control.status",
+                              "email.control.ai_generated"]
     by_key = {r["id"]: r for r in rows}
     for row in table:
         name = by_key[row["key"]]["first_name"]
@@ -150,6 +151,9 @@ def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
         assert row["email.control.body"] == data.segment_campaign()["messages"][0]["control"]["body"].replace(
             "{{first_name}}", name)
         assert row["email.control.status"] == "control"
+        # Machine-made copy is marked so; the control is the brief's own words.
+        assert (row["email.v1.ai_generated"], row["sms.v1.ai_generated"], row["email.control.ai_generated"]) == (
+            "true", "true", "false")
     # Recipients of one segment share the copy, with their own name.
     same = [r for r in table if r["segment"] == table[0]["segment"]]
     assert len({r["sms.v1.text"].split("! ", 1)[1] for r in same}) == 1 and len(same) > 1
@@ -158,6 +162,9 @@ def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
     assert len(lines) == 240 and lines[0]["key"] == rows[0]["id"]
     assert set(lines[0]["variants"]) == {"email.v1", "sms.v1", "email.control"}
     assert lines[0]["variants"]["sms.v1"]["status"] == "passed"
+    assert lines[0]["variants"]["sms.v1"]["ai_generated"] is True
+    assert lines[0]["variants"]["sms.v1"]["digital_source_type"].endswith("/trainedAlgorithmicMedia")
+    assert lines[0]["variants"]["email.control"]["ai_generated"] is False
 
     s3 = s3_server.client()
     prefix = f"tenants/default/jobs/{cid}/campaign/"

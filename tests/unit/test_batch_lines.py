@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.db.models import Item, ItemState
 from factory.provenance.hashing import derive_seed
+from factory.provenance.marking import TRAINED_ALGORITHMIC_MEDIA, mark
 
 MODEL = "smollm2-135m-instruct"
 CANARY = "CANARY-b41c-DO-NOT-ECHO"
@@ -263,10 +265,10 @@ def test_augment_line_too_many_items_for_the_settings() -> None:
 
 def _item(key: str, variant: int, state: ItemState, *, url: str = "/v1/chat/completions", text: str = "t",
           error: str | None = None, n: int = 0) -> Item:
+    provenance = {"prompt_tokens": 5, "completion_tokens": 3, "finish_reason": "length", "weights_sha256": "ab" * 32}
     return Item(id=f"itm_{n:028x}", key=key, variant=variant, state=state, text=text, error=error,
                 record={"line": 1, "url": url, "recipient": "r1", "variant": variant},
-                provenance={"prompt_tokens": 5, "completion_tokens": 3, "finish_reason": "length",
-                            "weights_sha256": "ab" * 32},
+                provenance=mark(provenance, text) if state == ItemState.SUCCEEDED else provenance,
                 finished_at=datetime(2026, 11, 23, tzinfo=UTC))
 
 
@@ -275,7 +277,7 @@ def test_output_line_is_the_openai_shape_with_n_choices() -> None:
     kind, line = render_line([_item("c1", 0, ItemState.SUCCEEDED, text="A", n=1),
                               _item("c1", 1, ItemState.SUCCEEDED, text="B", n=2)], MODEL, expired=False, tally=tally)
     out = json.loads(line)
-    assert kind == OUTPUT and list(out) == ["id", "custom_id", "response", "error"]
+    assert kind == OUTPUT and list(out) == ["id", "custom_id", "response", "error", "provenance"]
     assert out["id"] == f"batch_req_{1:028x}" and out["custom_id"] == "c1" and out["error"] is None
     body = out["response"]["body"]
     assert out["response"]["status_code"] == 200 and out["response"]["request_id"] == f"req_{1:028x}"
@@ -284,6 +286,10 @@ def test_output_line_is_the_openai_shape_with_n_choices() -> None:
         (0, "A", "length"), (1, "B", "length")]
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
     assert (tally.completed, tally.input_tokens, tally.output_tokens) == (1, 5, 6)
+    # Each text marked as machine-made, with its hash (ours; the SDK ignores the key).
+    assert out["provenance"] == [
+        {"item_id": f"itm_{n:028x}", "ai_generated": True, "digital_source_type": TRAINED_ALGORITHMIC_MEDIA,
+         "content_sha256": hashlib.sha256(text.encode()).hexdigest()} for n, text in ((1, "A"), (2, "B"))]
 
 
 def test_the_sdk_parses_an_output_body() -> None:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.provenance.hashing import canonical_json
+from factory.provenance.marking import TRAINED_ALGORITHMIC_MEDIA
 from factory.storage.keys import DATASET_CARD, DATASET_JSONL, DATASET_REJECTED, dataset_shard_name
 
 ROWS_PER_SHARD = 100_000
@@ -31,7 +32,15 @@ SCHEMA = pa.schema([
     pa.field("variant", pa.int32()),
     pa.field("item_id", pa.string()),
     pa.field("provenance", pa.string(), nullable=False),
-])
+    pa.field("ai_generated", pa.bool_(), nullable=False),
+    pa.field("digital_source_type", pa.string()),
+], metadata={
+    # Machine-readable marking of the file (EU AI Act Art. 50(2)); each row says its own in its columns.
+    "ai_generated": "rows with ai_generated=true were made by a trained model",
+    "digital_source_type": TRAINED_ALGORITHMIC_MEDIA,
+    "marking": "IPTC digital source type per row: trainedAlgorithmicMedia (language model), algorithmicMedia "
+               "(rules), null (a source row)",
+})
 
 COLUMN_DOCS = {
     "text": "the utterance",
@@ -41,6 +50,9 @@ COLUMN_DOCS = {
     "variant": "the k index of this variant for its source row or label (null for `original`)",
     "item_id": "the factory item that made it (null for `original`)",
     "provenance": "JSON: model, weights sha256, prompt sha256, parameters, seed, filter scores",
+    "ai_generated": "true for a row a language model made (`paraphrase`, `generate`), false otherwise",
+    "digital_source_type": "IPTC digital source type: `trainedAlgorithmicMedia` (language model), "
+                           "`algorithmicMedia` (rules: `eda`, `char_noise`), null (a source row)",
 }
 
 
@@ -158,6 +170,10 @@ def render_card(report: dict[str, Any]) -> str:
         f"{gen['accepted']} of {gen['generated']} generated rows passed the quality filters "
         f"({_cell(report['acceptance_rate'])}), for {report['rows']} rows in all"
         f"{' with the source rows' if report['include_source'] else ''}.",
+        "",
+        "**AI-generated content.** Rows whose `ai_generated` column is true were written by a language model "
+        "(IPTC digital source type `trainedAlgorithmicMedia`); rule-made rows say `algorithmicMedia`. The "
+        "Parquet files carry the same marking in their key-value metadata (EU AI Act Art. 50(2)).",
         "",
         "```python",
         "from datasets import load_dataset",

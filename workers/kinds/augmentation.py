@@ -32,6 +32,7 @@ from factory.config import get_settings
 from factory.db.models import Item, Job
 from factory.jobs import execution
 from factory.provenance.hashing import canonical_json
+from factory.provenance.marking import RULES_GENERATOR, marking
 from factory.storage import ObjectStore
 from factory.storage.keys import dataset_file_key, job_report_key
 from workers.augment import eda, export, llm_output, noise
@@ -141,7 +142,7 @@ class AugmentationHandler(KindHandler):
                 origin["shots"] = item.record.get("shots", [])
             return {**prov, **origin}
         prov = {
-            "generator": "rules", "factory_version": __version__, "options": req.get("options", {}),
+            "generator": RULES_GENERATOR, "factory_version": __version__, "options": req.get("options", {}),
             "prompt_sha256": item.prompt_sha256, "seed": item.seed, "job_seed": job.seed,
             "worker_host": socket.gethostname(), "worker_pid": os.getpid(), "chunk_id": ctx.chunk_id,
             "attempt": ctx.attempt, "batch_size": batch_size,
@@ -182,13 +183,17 @@ class AugmentationHandler(KindHandler):
             origin = canonical_json({"origin": "source dataset",
                                      "dataset_sha256": job.options["dataset"]["sha256"]})
             rows += [{"text": s.text, "label": s.label, "method": "original", "source_row_id": s.row_id,
-                      "variant": None, "item_id": None, "provenance": origin} for s in sources]
+                      "variant": None, "item_id": None, "provenance": origin, "ai_generated": False,
+                      "digital_source_type": None} for s in sources]
         for item, verdict in zip(items, result.verdicts, strict=True):
             if verdict.accepted:
                 prov = {**(item.provenance or {}), "similarity_to_source": verdict.similarity}
+                mark = marking(item.provenance)
                 rows.append({"text": item.text or "", "label": item.record["label"],
                              "method": item.record["method"], "source_row_id": item.record.get("source_row_id"),
-                             "variant": item.variant, "item_id": item.id, "provenance": canonical_json(prov)})
+                             "variant": item.variant, "item_id": item.id, "provenance": canonical_json(prov),
+                             "ai_generated": mark.get("ai_generated", True),
+                             "digital_source_type": mark.get("digital_source_type")})
         return rows
 
     @staticmethod

@@ -137,6 +137,7 @@ class Item(Base):
         UniqueConstraint("job_id", "key", "variant", name="uq_items_job_id_key_variant"),
         Index("ix_items_job_id_seq", "job_id", "seq"),
         Index("ix_items_chunk_id", "chunk_id"),
+        Index("ix_items_tenant_id_content_sha256", "tenant_id", "content_sha256"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -157,6 +158,8 @@ class Item(Base):
     text: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # sha256 of ``text`` once it succeeded: where a text came from (GET /v1/provenance/lookup).
+    content_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     # Campaign copy: the parsed fields ({"subject", "preheader", "body"}), whether the
     # final copy passed every check ("passed" / "failed") and the checks it failed.
     fields: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
