@@ -30,7 +30,7 @@ from typing import Any
 from bench.ingest import write_file
 from bench.readme import write_section
 from factory.batches.chunks import ChunkPlanner
-from factory.batches.service import READ_SPAN_BYTES, read_spans
+from factory.batches.claim import READ_SPAN_BYTES, read_spans
 from factory.config import Settings
 from factory.storage import open_store
 from factory.storage.base import ObjectStore

@@ -208,7 +208,7 @@ def claim_costs(db_url: str, storage_url: str, chunks: int, rounds: int = 3) -> 
     (interleaved: the machine's speed drifts). Returns the medians in ms per chunk."""
     from sqlalchemy.orm import Session
 
-    from factory.batches import service as batches_service
+    from factory.batches import claim as batch_claim
     from factory.config import Settings
     from factory.db.models import Chunk, ChunkState, Item, Job
     from factory.jobs import execution
@@ -229,7 +229,7 @@ def claim_costs(db_url: str, storage_url: str, chunks: int, rounds: int = 3) -> 
         def write(session: Session, job: Job, chunk: Chunk) -> int:
             if source is None:
                 raise execution.SourceNeeded(execution.DeferredItems(job.kind, job.options, chunk.pending_lines or {}))
-            return batches_service.write_chunk_items(session, settings, job, chunk, source)
+            return batch_claim.write_chunk_items(session, settings, job, chunk, source)
 
         while True:
             try:
@@ -238,7 +238,7 @@ def claim_costs(db_url: str, storage_url: str, chunks: int, rounds: int = 3) -> 
                     assert claimed is not None and len(claimed.items) == 8, chunk_id
                     return claimed
             except execution.SourceNeeded as need:
-                source = batches_service.read_chunk_lines(store, need.deferred.options, need.deferred.pending_lines)
+                source = batch_claim.read_chunk_lines(store, need.deferred.options, need.deferred.pending_lines)
 
     def claim_all(times: list[float]) -> None:
         for chunk_id in ids:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from factory import embedded_redis
 from factory.auth.cli import keys_app
+from factory.batches.schemas import FINAL_STATUSES
 from factory.campaigns.cli import campaign_app
 from factory.cli_common import DEFAULT_API, ApiUrl, console, settings_with_broker, watch, watch_job
 from factory.client import ApiError, FactoryClient, load_job_file
@@ -198,7 +199,6 @@ def submit(
         watch_job(client, job["id"])
 
 
-BATCH_TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
 def _batch_line(batch: dict[str, Any]) -> str:
@@ -212,7 +212,7 @@ def _watch_batch(client: FactoryClient, batch_id: str, timeout_s: float = 24 * 3
     """A live bar over the batch's lines (done = completed + failed), with items/s and ETA."""
     return watch(lambda: client.batch(batch_id), total=lambda b: int(b["request_counts"]["total"]),
                  done=lambda b: int(b["request_counts"]["completed"] + b["request_counts"]["failed"]),
-                 label=_batch_line, ended=lambda b: b["status"] in BATCH_TERMINAL, timeout_s=timeout_s)
+                 label=_batch_line, ended=lambda b: b["status"] in FINAL_STATUSES, timeout_s=timeout_s)
 
 
 def _batch_status(client: FactoryClient, batch_id: str, wait: bool) -> None:
@@ -302,8 +302,7 @@ def batches_expire(
     while True:
         with get_sessionmaker(settings.database_url)() as session:
             expired = expire_due_batches(session, settings)
-            session.commit()
-            relay.relay(session, settings, expired.outbox_ids)
+            relay.commit_then_publish(session, settings, expired.outbox_ids)
         console.print(f"expired: {', '.join(expired.batch_ids) or 'none'}")
         if every is None:
             return

@@ -32,6 +32,9 @@ from factory.batches import lines as batch_lines
 from factory.batches.lines import ItemSpec, LineContext, LineError
 from factory.logs import describe_exception
 
+# The job option naming the stored input file, which the chunks' byte ranges point into.
+INPUT_KEY = "input_key"
+
 log = logging.getLogger(__name__)
 
 BOM = b"\xef\xbb\xbf"

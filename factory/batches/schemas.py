@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from factory.metadata import Metadata
 
+# A batch in one of these statuses is done: its webhook fires, watchers stop.
+FINAL_STATUSES = ("completed", "failed", "cancelled", "expired")
+
 
 class OutputExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)

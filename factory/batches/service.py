@@ -20,54 +20,35 @@ from both (``batch_status``):
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from factory.augmentation.repository import AugmentationRepository
+from factory import webhooks
 from factory.batches import lines as batch_lines
-from factory.batches import webhooks
-from factory.batches.chunks import ChunkPlanner, InputChanged, chunk_items, clean_line
+from factory.batches.chunks import INPUT_KEY, ChunkPlanner, clean_line
 from factory.batches.lines import LineContext, LineError
-from factory.batches.output import ERROR, OUTPUT, Tally, group_lines, render_line
 from factory.batches.repository import BatchRepository
-from factory.batches.schemas import (
-    BatchCreate,
-    BatchError,
-    BatchErrors,
-    BatchList,
-    BatchOut,
-    BatchUsage,
-    Progress,
-    RequestCounts,
-)
+from factory.batches.schemas import BatchCreate, BatchList
+from factory.batches.status import batch_status, describe, job_of, render_lines
+from factory.batches.webhooks import DELIVER_BATCH_WEBHOOK_TASK
 from factory.chat.schemas import DEFAULT_MAX_TOKENS
 from factory.config import Settings
-from factory.db.base import IdMaker, new_id, utcnow
-from factory.db.models import Batch, Chunk, ChunkState, ItemState, Job, JobStatus, StoredFile
+from factory.db.base import new_id, utcnow
+from factory.db.models import Batch, JobStatus, StoredFile
 from factory.errors import Conflict, InvalidInput, NotFound
 from factory.files import service as files_service
 from factory.jobs import service as jobs_service
-from factory.jobs.execution import UnreadableChunk
-from factory.jobs.repository import JobRepository, json_text
 from factory.jobs.writer import JobWriter
 from factory.outbox.repository import OutboxRepository, Pending
 from factory.storage import ObjectStore
 
-log = logging.getLogger(__name__)
-
 KIND = "batch"
 WINDOWS = {"24h": 24 * 3600}
-TERMINAL = ("completed", "failed", "cancelled", "expired")
-# The job option naming the stored input file, which the chunks' byte ranges point into.
-INPUT_KEY = "input_key"
 DEFAULT_PARAMS = {"max_new_tokens": DEFAULT_MAX_TOKENS, "temperature": 1.0, "top_p": 1.0, "repetition_penalty": 1.1}
 
 
@@ -214,7 +195,7 @@ def record_failed_batch(session: Session, settings: Settings, tenant_id: str, bo
     outbox_ids: list[str] = []
     if batch.webhook_url:
         outbox_ids = OutboxRepository(session).add_many(
-            webhooks.DELIVER_BATCH_WEBHOOK_TASK, settings.queue_for_model(settings.model), [[batch.id]])
+            DELIVER_BATCH_WEBHOOK_TASK, settings.queue_for_model(settings.model), [[batch.id]])
     return CreatedBatch(batch=batch, outbox_ids=outbox_ids)
 
 
@@ -224,86 +205,6 @@ def get_batch(session: Session, tenant_id: str, batch_id: str) -> Batch:
     if batch is None:
         raise NotFound("no such batch", field="batch_id")
     return batch
-
-
-def _job(session: Session, batch: Batch) -> Job | None:
-    return session.get(Job, batch.job_id) if batch.job_id else None
-
-
-def batch_status(batch: Batch, job: Job | None) -> str:
-    if batch.failed_at is not None:
-        return "failed"
-    if job is None:
-        return "validating"
-    expiring = batch.expire_requested_at is not None
-    return {
-        JobStatus.QUEUED: "in_progress",
-        JobStatus.RUNNING: "in_progress",
-        JobStatus.FINALIZING: "finalizing",
-        JobStatus.SUCCEEDED: "failed" if job.error else "completed",
-        JobStatus.FAILED: "failed" if job.error else "completed",
-        JobStatus.CANCELLING: "finalizing" if expiring else "cancelling",
-        JobStatus.CANCELLED: "expired" if expiring else "cancelled",
-    }[job.status]
-
-
-def _counts(session: Session, batch: Batch, job: Job | None) -> tuple[RequestCounts, Progress | None]:
-    """Lines and items finished so far. Items not written yet are pending, except those of chunks that
-    ended unclaimed (cancelled, expired): their lines count as failed until finalization writes them."""
-    if job is None:
-        return RequestCounts(total=batch.line_count, completed=0, failed=0), None
-    repo = JobRepository(session)
-    by_state = repo.item_counts(job.id)
-    ended_lines = ended_items = 0
-    for lines in repo.unwritten_lines(job.id, (ChunkState.CANCELLED, ChunkState.FAILED)):
-        ended_lines += lines["lines"]
-        ended_items += lines["items"]
-    if job.item_count == batch.line_count:  # one item per line: item counts are line counts
-        completed = by_state.get(ItemState.SUCCEEDED, 0)
-        failed = by_state.get(ItemState.FAILED, 0) + by_state.get(ItemState.CANCELLED, 0) + ended_lines
-    else:
-        completed, failed = BatchRepository(session).line_counts(job.id)
-        failed += ended_lines
-    done = sum(by_state.values()) - by_state.get(ItemState.PENDING, 0) + ended_items
-    pending = job.item_count - done
-    started = batch.in_progress_at or batch.created_at
-    elapsed = ((job.finished_at or utcnow()) - started).total_seconds()
-    rate = done / elapsed if elapsed > 0 and done else None
-    eta = 0.0 if pending == 0 else (round(pending / rate, 1) if rate else None)
-    progress = Progress(items_total=job.item_count, items_done=done,
-                        items_per_second=round(rate, 3) if rate else None, eta_seconds=eta)
-    return RequestCounts(total=batch.line_count, completed=completed, failed=failed), progress
-
-
-def describe(session: Session, batch: Batch) -> BatchOut:
-    fresh = BatchRepository(session).get_with_job(batch.id)
-    assert fresh is not None
-    batch, job = fresh
-    status = batch_status(batch, job)
-    counts, progress = _counts(session, batch, job)
-    errors = batch.errors
-    if job is not None and job.error and status == "failed":
-        errors = [{"code": "finalization_failed", "message": job.error, "param": None, "line": None}]
-    finalizing_at = batch.finalizing_at
-    if finalizing_at is None and status == "finalizing" and job is not None:
-        finalizing_at = BatchRepository(session).last_chunk_finished_at(job.id)
-    ended = job.finished_at if job is not None else None
-    expiring = batch.expire_requested_at is not None
-    return BatchOut(
-        id=batch.id, endpoint=batch.endpoint, model=batch.model,
-        errors=BatchErrors(data=[BatchError(**e) for e in errors]) if errors else None,
-        input_file_id=batch.input_file_id, completion_window=batch.completion_window, status=status,
-        output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
-        created_at=int(batch.created_at.timestamp()), in_progress_at=_ts(batch.in_progress_at),
-        expires_at=_ts(batch.expires_at), finalizing_at=_ts(finalizing_at),
-        completed_at=_ts(ended) if status == "completed" else None,
-        failed_at=_ts(batch.failed_at or (ended if status == "failed" else None)),
-        expired_at=_ts(batch.expired_at or (ended if status == "expired" else None)),
-        cancelling_at=_ts(job.cancel_requested_at) if job is not None and not expiring else None,
-        cancelled_at=_ts(ended) if status == "cancelled" else None,
-        request_counts=counts, metadata=batch.metadata_,
-        usage=BatchUsage(**batch.usage) if batch.usage else None, progress=progress,
-    )
 
 
 def list_batches(session: Session, tenant_id: str, *, after: str | None, limit: int) -> BatchList:
@@ -324,33 +225,20 @@ def iter_partial(session: Session, batch: Batch, which: str) -> Iterator[str]:
 
     Works while the batch runs and after; the finished files hold the same lines.
     """
-    job = _job(session, batch)
+    job = job_of(session, batch)
     if job is None:
         return
     expired = batch.expire_requested_at is not None
-    for rendered in _render_lines(session, job, expired=expired):
+    for rendered in render_lines(session, job, expired=expired):
         if rendered[0] == which:
             yield rendered[1]
-
-
-def _render_lines(session: Session, job: Job, *, expired: bool,
-                  tally: Tally | None = None) -> Iterator[tuple[str, str]]:
-    """Every line that can be rendered now, in file order; augment lines with their stored verdicts."""
-    verdicts = AugmentationRepository(session)
-    for group in group_lines(BatchRepository(session).iter_items(job.id)):
-        found = None
-        if group[0].record.get("url") == batch_lines.AUGMENT and all(i.state == ItemState.SUCCEEDED for i in group):
-            found = verdicts.verdicts_for([i.id for i in group])
-        rendered = render_line(group, job.model, expired=expired, tally=tally, verdicts=found)
-        if rendered is not None:
-            yield rendered
 
 
 # --- cancelling and expiring ----------------------------------------------------------
 def cancel_batch(session: Session, tenant_id: str, batch_id: str) -> tuple[Batch, list[str]]:
     """Stop lines that have not started; running chunks finish and keep their lines. Idempotent."""
     batch = get_batch(session, tenant_id, batch_id)
-    status = batch_status(batch, _job(session, batch))
+    status = batch_status(batch, job_of(session, batch))
     if status == "cancelling":
         return batch, []
     if status not in ("validating", "in_progress"):
@@ -370,7 +258,7 @@ def _expire(session: Session, batch: Batch, now: datetime) -> list[str]:
 def expire_if_due(session: Session, batch: Batch) -> list[str]:
     """Expire this batch if its window passed while it runs (called when it is read); outbox ids to relay."""
     now = utcnow()
-    job = _job(session, batch)
+    job = job_of(session, batch)
     if (job is None or batch.expires_at is None or batch.expires_at >= now or batch.expire_requested_at
             or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING)):
         return []
@@ -401,186 +289,3 @@ def expire_due_batches(session: Session, settings: Settings, now: datetime | Non
 def reads_input(session: Session, tenant_id: str, file_id: str) -> bool:
     """Whether a batch still running reads its lines from this file (so deleting it must keep the content)."""
     return BatchRepository(session).unfinished_with_input(tenant_id, file_id)
-
-
-# --- writing a chunk's items (runs in the worker) ------------------------------------------
-def read_chunk_lines(store: ObjectStore, job_options: dict[str, Any], pending_lines: dict[str, Any]) -> bytes:
-    """A chunk's bytes of the batch's input file (``UnreadableChunk`` if the file is gone)."""
-    try:
-        return store.get_range(job_options[INPUT_KEY], pending_lines["offset"], pending_lines["length"])
-    except NotFound as exc:
-        raise UnreadableChunk(f"the batch's input file cannot be read back: {exc}") from exc
-
-
-def write_chunk_items(session: Session, settings: Settings, job: Job, chunk: Chunk, data: bytes, *,
-                      state: ItemState = ItemState.PENDING, error: str | None = None) -> int:
-    """Write the items of a chunk planned at submit from its lines of the input file; returns how many.
-
-    Runs in the caller's transaction: the claim's (pending items, to generate), or the
-    finalize step's for a chunk that ended before anyone claimed it (``state``
-    cancelled, or failed with ``error``). ``data``: the chunk's bytes, read before and
-    outside the transaction (``read_chunk_lines``, ``read_spans``; a chunk's range never
-    changes). Raises ``UnreadableChunk`` if the stored file is no longer what was validated.
-    """
-    pending = chunk.pending_lines
-    if pending is None:
-        return 0
-    try:
-        # The job's model was checked against the allow-list at submit: lines naming it pass as they are.
-        ctx = LineContext(settings=settings, batch_seed=job.seed, model=job.model)
-        specs = list(chunk_items(ctx, data, pending))
-    except InputChanged as exc:
-        raise UnreadableChunk(f"the batch's input file cannot be read back: {exc}") from exc
-    now = utcnow()
-    ids = IdMaker("itm")
-    rows = []
-    for seq, spec in specs:
-        item_state, item_error = (ItemState.FAILED, spec.error) if spec.error is not None else (state, error)
-        # In ITEM_COLUMNS order.
-        rows.append((ids(), job.tenant_id, job.id, chunk.id, seq, spec.key, spec.variant,
-                     spec.record_json if spec.record_json is not None else json_text(spec.record), spec.prompt,
-                     spec.request_json if spec.request_json is not None else json_text(spec.request),
-                     spec.prompt_sha256, spec.seed, item_state.value, item_error,
-                     None if item_state == ItemState.PENDING else now))
-    repo = JobRepository(session)
-    repo.add_item_rows(rows)
-    chunk.pending_lines = None  # written with the items, at the next flush
-    if len(rows) != pending["items"]:  # a line that no longer expands became one failed item
-        repo.add_to_item_count(job.id, len(rows) - pending["items"])
-    return len(rows)
-
-
-def write_unclaimed_items(session: Session, settings: Settings, store: ObjectStore, job: Job) -> int:
-    """Before the files are rendered: the items of chunks that ended unclaimed (cancelled, expired,
-    failed), so that their lines are answered in the error file. Returns how many were written."""
-    written = 0
-    chunks = JobRepository(session).unwritten_chunks(job.id, (ChunkState.CANCELLED, ChunkState.FAILED))
-    pendings = [c.pending_lines for c in chunks if c.pending_lines is not None]
-    for chunk, data in zip(chunks, read_spans(store, job.options[INPUT_KEY], pendings), strict=True):
-        failed = chunk.state == ChunkState.FAILED
-        try:
-            if data is None:
-                raise UnreadableChunk("the input file is gone")
-            written += write_chunk_items(session, settings, job, chunk, data,
-                                         state=ItemState.FAILED if failed else ItemState.CANCELLED,
-                                         error=chunk.last_error if failed else None)
-        except UnreadableChunk:
-            log.error("batch job %s: the lines of chunk %s cannot be read back; they are missing from the "
-                      "output and error files", job.id, chunk.id)
-    return written
-
-
-# One range read covers consecutive chunks up to this span, reading over gaps (claimed chunks' lines)
-# of at most READ_GAP_BYTES: a batch cancelled early has thousands of unclaimed chunks to answer.
-READ_SPAN_BYTES = 8 << 20
-READ_GAP_BYTES = 256 << 10
-
-
-def read_spans(store: ObjectStore, key: str, pendings: list[dict[str, Any]], *,
-               span_bytes: int | None = None) -> Iterator[bytes | None]:
-    """Each chunk's bytes of the input file (``pendings``: their ``pending_lines``, in file order), in
-    few range reads; None for a chunk whose bytes cannot be read (the file is gone)."""
-    limit = READ_SPAN_BYTES if span_bytes is None else span_bytes
-    group: list[dict[str, Any]] = []
-    for pending in [*pendings, None]:
-        if group and (pending is None or not _extends(group, pending, limit)):
-            start = group[0]["offset"]
-            try:
-                data: bytes | None = store.get_range(key, start, group[-1]["offset"] + group[-1]["length"] - start)
-            except NotFound:
-                data = None
-            for p in group:
-                yield None if data is None else data[p["offset"] - start:p["offset"] - start + p["length"]]
-            group = []
-        if pending is not None:
-            group.append(pending)
-
-
-def _extends(group: list[dict[str, Any]], pending: dict[str, Any], limit: int) -> bool:
-    end: int = group[-1]["offset"] + group[-1]["length"]
-    start: int = pending["offset"]
-    return end <= start <= end + READ_GAP_BYTES and start + pending["length"] - group[0]["offset"] <= limit
-
-
-# --- finalizing (runs in the worker's finalize step) -------------------------------------
-def generated_file_id(batch_id: str, which: str) -> str:
-    """Deterministic, so a second finalization finds and overwrites the same file."""
-    return "file_" + hashlib.sha256(f"{batch_id}:{which}".encode()).hexdigest()[:28]
-
-
-@dataclass
-class _Spool:
-    fh: IO[bytes]
-    digest: Any
-    size: int = 0
-    lines: int = 0
-
-    def write(self, line: str) -> None:
-        data = line.encode()
-        self.fh.write(data)
-        self.digest.update(data)
-        self.size += len(data)
-        self.lines += 1
-
-
-def finalize_batch(session: Session, store: ObjectStore, job: Job) -> list[str]:
-    """Write the output and error files (JSONL, OpenAI shapes) and register them; idempotent.
-
-    Returns outbox ids to relay after commit (the webhook delivery, when the batch has one).
-    """
-    batch = BatchRepository(session).get_by_job(job.id)
-    if batch is None:
-        return []
-    now = utcnow()
-    batch.finalizing_at = batch.finalizing_at or now
-    expired = batch.expire_requested_at is not None
-    tally = Tally()
-    with tempfile.SpooledTemporaryFile(8 << 20) as out_fh, tempfile.SpooledTemporaryFile(8 << 20) as err_fh:
-        spools = {OUTPUT: _Spool(out_fh, hashlib.sha256()), ERROR: _Spool(err_fh, hashlib.sha256())}
-        for which, line in _render_lines(session, job, expired=expired, tally=tally):
-            spools[which].write(line)
-        file_ids: dict[str, str | None] = {}
-        for which, spool in spools.items():
-            file_ids[which] = None
-            if spool.lines:
-                spool.fh.seek(0)
-                file_id = generated_file_id(batch.id, which)
-                files_service.register_generated(
-                    session, store, batch.tenant_id, file_id=file_id, filename=f"{batch.id}_{which}.jsonl",
-                    fileobj=spool.fh, size=spool.size, lines=spool.lines, sha256=spool.digest.hexdigest())
-                file_ids[which] = file_id
-    batch.output_file_id, batch.error_file_id = file_ids[OUTPUT], file_ids[ERROR]
-    batch.usage = tally.usage()
-    # Deleted by the user while the batch ran (files_service.delete_file): the content goes now. The lock
-    # orders this against a delete at the same moment, which then sees the batch finished.
-    if files_service.find_file(session, batch.tenant_id, batch.input_file_id, lock=True) is None:
-        store.delete(job.options[INPUT_KEY])
-    if expired:
-        batch.expired_at = batch.expired_at or now
-    if not batch.webhook_url:
-        return []
-    return OutboxRepository(session).add_many(webhooks.DELIVER_BATCH_WEBHOOK_TASK, job.queue, [[batch.id]])
-
-
-# --- webhooks ---------------------------------------------------------------------------
-def deliver_webhook(session: Session, settings: Settings, batch_id: str) -> str:
-    """One delivery attempt of the batch's final event: "delivered", "skipped", "refused" or "failed" (retry)."""
-    batch = BatchRepository(session).get_by_id(batch_id)
-    if batch is None or not batch.webhook_url or batch.webhook_delivered_at is not None:
-        return "skipped"
-    out = describe(session, batch)
-    if out.status not in webhooks.EVENT_STATUSES:
-        return "skipped"
-    finished = out.completed_at or out.failed_at or out.cancelled_at or out.expired_at or int(utcnow().timestamp())
-    event_id, payload = webhooks.event(batch.id, out.status, finished)
-    batch.webhook_attempts += 1
-    try:
-        webhooks.post(settings, batch.webhook_url, event_id, payload)
-    except webhooks.WebhookRefused as exc:
-        batch.webhook_last_error = str(exc)
-        return "refused"
-    except webhooks.WebhookFailed as exc:
-        batch.webhook_last_error = str(exc)
-        return "failed"
-    batch.webhook_delivered_at, batch.webhook_last_error = utcnow(), None
-    return "delivered"

@@ -48,14 +48,19 @@ def relay(session: Session, settings: Settings, ids: Sequence[str] | None = None
     return sent
 
 
-def commit_then_publish(session: Session, settings: Settings, outbox_ids: Sequence[str]) -> int:
+def commit_then_publish(session: Session, settings: Settings, outbox_ids: Sequence[str],
+                        messages: Sequence[Pending] = ()) -> int:
     """The one way a caller hands over work: commit its transaction, then publish the outbox messages it
     wrote. Never the other way round (a worker could wake before the rows it needs exist); what is not
     published now stays in the outbox and is sent again later. Returns the number sent.
 
-    More than one message (a job's chunks) go out pipelined, a page at a time: 2,500 chunk messages
-    one by one, each stamped in a commit of its own, were 80% of a 20,000-recipient ``POST /v1/jobs``."""
+    ``messages``: the same messages as the caller wrote them (a batch's thousands of chunk messages),
+    published without reading them back (``publish_new``). Otherwise more than one message (a job's
+    chunks) go out pipelined, a page at a time: 2,500 chunk messages one by one, each stamped in a
+    commit of its own, were 80% of a 20,000-recipient ``POST /v1/jobs``."""
     session.commit()
+    if messages:
+        return publish_new(session, settings, messages)
     return relay(session, settings, outbox_ids, bulk=len(outbox_ids) > 1) if outbox_ids else 0
 
 

@@ -21,17 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from openai import OpenAI
 from sqlalchemy import func, select
 
-from factory.batches import service as batches_service
+from factory.batches import finalize as batch_finalize
 from factory.config import Settings
 from factory.db.models import AugmentationVerdict, Batch, Chunk, Item, ItemState, Job, StoredFile
 from factory.db.session import get_sessionmaker
 from factory.storage import close_stores, open_store
 from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, worker
+from tests.security.pg_app_role import libpq_dsn
 from tests.services import REPO
 from workers.kinds.augmentation import apply_rule
 
@@ -94,17 +96,34 @@ def create_batch(http: httpx.Client, lines: list[dict[str, Any]]) -> dict[str, A
     return dict(r.json())
 
 
+def transactions_open_since_before(database_url: str) -> int:
+    """Run while a delivery is being received: how many transactions of this database began before it
+    arrived and are still open a second later (the sender's, if it POSTs inside one)."""
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
+        arrived = conn.execute("SELECT clock_timestamp()").fetchone()
+        time.sleep(1.0)
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND xact_start < %s", arrived).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 class Hooks:
-    """A loopback webhook receiver: answers 500 to the first delivery, 200 after."""
+    """A loopback webhook receiver: answers 500 to the first delivery, 200 after. ``probe``, when set,
+    runs while each delivery is held open, its result kept in ``probed``."""
 
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.probe: Callable[[], int] | None = None
+        self.probed: list[int] = []
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 hooks.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if hooks.probe is not None:
+                    hooks.probed.append(hooks.probe())
                 self.send_response(500 if len(hooks.received) == 1 else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -146,6 +165,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
                         "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}}]
     with hooks_server() as hooks, api_server(env, tmp_path / "api.log") as url, \
             worker(env, tmp_path / "worker.log"):
+        hooks.probe = lambda: transactions_open_since_before(pg_db)
         client = OpenAI(base_url=f"{url}/v1", api_key=api_key(pg_db), max_retries=0)
         request.addfinalizer(client.close)
         uploaded = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
@@ -174,9 +194,10 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
         # receiver's 200 and the commit would leave the attempt unrecorded.
         with get_sessionmaker(pg_db)() as s:
             def delivered() -> dict[str, Any] | None:
-                s.rollback()
                 row = s.get(Batch, batch.id)
-                return {} if row is not None and row.webhook_delivered_at is not None else None
+                done = row is not None and row.webhook_delivered_at is not None
+                s.rollback()  # no transaction of ours stays open while a delivery is probed
+                return {} if done else None
 
             wait_until(delivered, 60, "the webhook retry")
 
@@ -199,6 +220,8 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
     assert h1["webhook-id"] == h2["webhook-id"] and b1 == b2
     event = OpenAI(api_key="test").webhooks.unwrap(b2, h2, secret=SECRET)
     assert event.type == "batch.completed" and event.data.id == batch.id
+    # Each POST went out with no transaction open: the worker read what to send, committed, sent.
+    assert hooks.probed == [0, 0]
 
     # Finalizing again changes nothing: same file ids, same bytes, no new rows.
     settings = Settings(database_url=pg_db, storage_url=f"file://{tmp_path}/objects")
@@ -210,7 +233,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
         assert row is not None and row.webhook_attempts == 2 and row.webhook_delivered_at is not None
         job = s.get(Job, row.job_id)
         assert job is not None
-        batches_service.finalize_batch(s, store, job)
+        batch_finalize.finalize_batch(s, store, job)
         s.commit()
         assert (row.output_file_id, row.error_file_id) == (batch.output_file_id, batch.error_file_id)
         assert s.scalar(select(func.count()).select_from(StoredFile)) == 3

@@ -16,6 +16,9 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from factory.batches import chunks as batch_chunks
+from factory.batches import claim as batch_claim
+from factory.batches import finalize as batch_finalize
 from factory.batches import service as batches_service
 from factory.config import Settings
 from factory.db.base import DEFAULT_TENANT
@@ -173,13 +176,13 @@ def test_mixed_file_becomes_one_job_of_chunks_on_the_model_queue(client: TestCli
 def claim_items(s: Any, settings: Settings, job: Job, chunk: Chunk) -> int:
     """What a worker's claim does with a deferred chunk: read its lines of the input file, write its items."""
     assert chunk.pending_lines is not None
-    data = batches_service.read_chunk_lines(open_store(settings), job.options, chunk.pending_lines)
-    return batches_service.write_chunk_items(s, settings, job, chunk, data)
+    data = batch_claim.read_chunk_lines(open_store(settings), job.options, chunk.pending_lines)
+    return batch_claim.write_chunk_items(s, settings, job, chunk, data)
 
 
 def _line_spans(settings: Settings, job: Job) -> list[tuple[int, int]]:
     """(offset, length) of each line of the job's stored input file, newline included."""
-    data = open_store(settings).get_bytes(job.options[batches_service.INPUT_KEY])
+    data = open_store(settings).get_bytes(job.options[batch_chunks.INPUT_KEY])
     spans, offset = [], 0
     for line in data.splitlines(keepends=True):
         spans.append((offset, len(line)))
@@ -246,13 +249,13 @@ def test_an_input_file_deleted_while_its_batch_runs_keeps_its_content_until_the_
     assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "cancelling"
     with get_sessionmaker(settings.database_url)() as s:
         job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
-        key = job.options[batches_service.INPUT_KEY]
+        key = job.options[batch_chunks.INPUT_KEY]
         assert open_store(settings).exists(key)  # the workers still read their lines from it
         chunk = s.scalars(select(Chunk).where(Chunk.job_id == job.id).order_by(Chunk.seq)).first()
         assert chunk is not None
         assert claim_items(s, settings, job, chunk) == 2
         # Once the batch is finalized, the content goes too.
-        batches_service.finalize_batch(s, open_store(settings), job)
+        batch_finalize.finalize_batch(s, open_store(settings), job)
         s.commit()
     assert not open_store(settings).exists(key)
 
@@ -269,12 +272,12 @@ def test_an_input_file_deleted_as_its_batch_finalizes_leaves_no_object_behind(
     make_session = get_sessionmaker(settings.database_url)
     with make_session() as s:
         key = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one() \
-            .options[batches_service.INPUT_KEY]
+            .options[batch_chunks.INPUT_KEY]
 
     def finalize(s: Any) -> None:
         job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
-        batches_service.write_unclaimed_items(s, settings, store, job)
-        batches_service.finalize_batch(s, store, job)
+        batch_claim.write_unclaimed_items(s, settings, store, job)
+        batch_finalize.finalize_batch(s, store, job)
         execution.finish_job(s, job.id)
 
     def delete(s: Any) -> None:
@@ -425,7 +428,7 @@ def test_a_cancelled_batch_answers_its_unclaimed_lines_with_few_reads(
         lengths = {c.pending_lines and c.pending_lines["length"] for c in chunks}
         assert len(chunks) == 10 and len(lengths) == 1
         if span_chunks is not None:
-            monkeypatch.setattr(batches_service, "READ_SPAN_BYTES", span_chunks * lengths.pop())
+            monkeypatch.setattr(batch_claim, "READ_SPAN_BYTES", span_chunks * lengths.pop())
         assert claim_items(s, settings, job, chunks[2]) == 2
         s.commit()
     assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
@@ -434,7 +437,7 @@ def test_a_cancelled_batch_answers_its_unclaimed_lines_with_few_reads(
         job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
         # Nine chunks answered in one read, the claimed chunk's lines read over (or, a span of two chunks:
         # 0-1 | 3-4 | 5-6 | 7-8 | 9).
-        assert batches_service.write_unclaimed_items(s, settings, store, job) == 18  # type: ignore[arg-type]
+        assert batch_claim.write_unclaimed_items(s, settings, store, job) == 18  # type: ignore[arg-type]
         assert store.ranges == reads
         items = list(s.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.seq)))
         assert [(i.key, i.seq) for i in items] == [(c, n) for n, c in enumerate(custom_ids)]

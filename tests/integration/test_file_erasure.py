@@ -15,7 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from factory.batches import service as batches_service
+from factory.batches import chunks as batch_chunks
+from factory.batches import claim as batch_claim
+from factory.batches import finalize as batch_finalize
 from factory.config import Settings
 from factory.db.models import AugmentationSourceRow, Batch, Item, ItemState, Job
 from factory.db.session import get_sessionmaker
@@ -151,15 +153,15 @@ def test_deleting_a_batch_input_cancels_the_batch_and_erases_its_items_and_outpu
     store = open_store(settings)
     with get_sessionmaker(settings.database_url)() as s:
         job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
-        job_id, input_key = job.id, job.options[batches_service.INPUT_KEY]
+        job_id, input_key = job.id, job.options[batch_chunks.INPUT_KEY]
     assert client.delete(f"/v1/files/{file_id}").status_code == 200
     assert client.get(f"/v1/batches/{batch['id']}").json()["status"] == "cancelling"
     assert store.exists(input_key)  # its finalize step still answers the lines from it
     with get_sessionmaker(settings.database_url)() as s:  # what its finalize task does
         job = s.get(Job, job_id)
         assert job is not None
-        batches_service.write_unclaimed_items(s, settings, store, job)
-        batches_service.finalize_batch(s, store, job)
+        batch_claim.write_unclaimed_items(s, settings, store, job)
+        batch_finalize.finalize_batch(s, store, job)
         execution.finish_job(s, job_id)
         s.commit()
     ended = client.get(f"/v1/batches/{batch['id']}").json()

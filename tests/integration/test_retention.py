@@ -17,7 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from factory.batches import service as batches_service
+from factory.batches import claim as batch_claim
+from factory.batches import finalize as batch_finalize
 from factory.config import Settings
 from factory.db.base import utcnow
 from factory.db.models import Batch, Chunk, IdempotencyKey, Item, Job, JobStatus, StoredFile
@@ -82,8 +83,8 @@ def _ended_batch(client: TestClient, settings: Settings) -> tuple[dict[str, Any]
     store = open_store(settings)
     with get_sessionmaker(settings.database_url)() as s:
         job = s.scalars(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch["id"])).one()
-        batches_service.write_unclaimed_items(s, settings, store, job)
-        batches_service.finalize_batch(s, store, job)
+        batch_claim.write_unclaimed_items(s, settings, store, job)
+        batch_finalize.finalize_batch(s, store, job)
         execution.finish_job(s, job.id)
         s.commit()
     return file, client.get(f"/v1/batches/{batch['id']}").json()

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from factory.batches import claim as batch_claim
 from factory.batches import lines as batch_lines
-from factory.batches import service as batches_service
 from factory.batches.chunks import ChunkPlanner, InputChanged, chunk_items, clean_line
 from factory.batches.lines import LineContext, expand, parse_line
 from factory.config import Settings
@@ -171,20 +171,20 @@ class BytesStore:
 
 
 def test_read_spans_returns_each_chunks_bytes_in_few_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batches_service, "READ_GAP_BYTES", 10)
+    monkeypatch.setattr(batch_claim, "READ_GAP_BYTES", 10)
     data = bytes(range(256)) * 4
     # Chunks at 0-99 and 100-149, a gap of 10 (read over), 160-199, a gap of 11 (a new read), 211-299.
     pendings = [{"offset": o, "length": n} for o, n in [(0, 100), (100, 50), (160, 40), (211, 89)]]
     store = BytesStore(data)
-    got = list(batches_service.read_spans(store, "in", pendings))  # type: ignore[arg-type]
+    got = list(batch_claim.read_spans(store, "in", pendings))  # type: ignore[arg-type]
     assert got == [data[p["offset"]:p["offset"] + p["length"]] for p in pendings]
     assert store.reads == [(0, 200), (211, 89)]
     # A span limit splits a run of consecutive chunks; 0 reads each chunk alone.
     store.reads = []
-    assert list(batches_service.read_spans(store, "in", pendings, span_bytes=150)) == got  # type: ignore[arg-type]
+    assert list(batch_claim.read_spans(store, "in", pendings, span_bytes=150)) == got  # type: ignore[arg-type]
     assert store.reads == [(0, 150), (160, 40), (211, 89)]
     store.reads = []
-    assert list(batches_service.read_spans(store, "in", pendings, span_bytes=0)) == got  # type: ignore[arg-type]
+    assert list(batch_claim.read_spans(store, "in", pendings, span_bytes=0)) == got  # type: ignore[arg-type]
     assert len(store.reads) == 4
     # The file gone: every chunk answers None.
-    assert list(batches_service.read_spans(store, "gone", pendings)) == [None] * 4  # type: ignore[arg-type]
+    assert list(batch_claim.read_spans(store, "gone", pendings)) == [None] * 4  # type: ignore[arg-type]

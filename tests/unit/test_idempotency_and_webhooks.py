@@ -11,7 +11,7 @@ import pytest
 from openai import OpenAI
 from openai._exceptions import InvalidWebhookSignatureError
 
-from factory.batches import webhooks
+from factory import webhooks
 from factory.idempotency.service import RequestFingerprint, valid_key
 
 
@@ -58,7 +58,7 @@ def test_key_syntax() -> None:
 
 @pytest.mark.parametrize("secret", ["plain-secret", "whsec_" + base64.b64encode(b"0123456789abcdef").decode()])
 def test_signature_verifies_with_the_openai_sdk(secret: str) -> None:
-    event_id, payload = webhooks.event("batch_" + "a" * 28, "completed", 1_800_000_000)
+    event_id, payload = webhooks.event("batch.completed", "batch_" + "a" * 28, 1_800_000_000)
     body = json.dumps(payload, separators=(",", ":"))
     ts = int(time.time())
     headers = {"webhook-id": event_id, "webhook-timestamp": str(ts),
@@ -70,5 +70,5 @@ def test_signature_verifies_with_the_openai_sdk(secret: str) -> None:
 
 
 def test_event_id_is_stable_per_batch_and_status() -> None:
-    assert webhooks.event("batch_x", "completed", 1)[0] == webhooks.event("batch_x", "completed", 2)[0]
-    assert webhooks.event("batch_x", "completed", 1)[0] != webhooks.event("batch_x", "expired", 1)[0]
+    assert webhooks.event("batch.completed", "batch_x", 1)[0] == webhooks.event("batch.completed", "batch_x", 2)[0]
+    assert webhooks.event("batch.completed", "batch_x", 1)[0] != webhooks.event("batch.expired", "batch_x", 1)[0]

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from factory.augmentation.prompts import PROMPTS_SHA256
 from factory.augmentation.repository import AugmentationRepository
 from factory.augmentation.schemas import LLM_METHODS, FilterSpec
-from factory.batches import service as batches_service
+from factory.batches import claim as batch_claim
+from factory.batches import finalize as batch_finalize
 from factory.batches.lines import AUGMENT, augment_line_context
 from factory.batches.output import group_lines
 from factory.batches.repository import BatchRepository
@@ -55,14 +56,14 @@ class BatchHandler(KindHandler):
         return prov
 
     def read_deferred(self, settings: Settings, store: ObjectStore, deferred: DeferredItems) -> bytes:
-        return batches_service.read_chunk_lines(store, deferred.options, deferred.pending_lines)
+        return batch_claim.read_chunk_lines(store, deferred.options, deferred.pending_lines)
 
     def write_items(self, session: Session, settings: Settings, store: ObjectStore, job: Job, chunk: Chunk,
                     source: bytes | None) -> int:
         if source is None:
             assert chunk.pending_lines is not None  # the claim asks only for deferred chunks
             raise SourceNeeded(DeferredItems(job.kind, dict(job.options), dict(chunk.pending_lines)))
-        return batches_service.write_chunk_items(session, settings, job, chunk, source)
+        return batch_claim.write_chunk_items(session, settings, job, chunk, source)
 
     def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
         """Items of the chunks that ended unclaimed (cancelled, expired), manifest, augment lines'
@@ -71,10 +72,10 @@ class BatchHandler(KindHandler):
         Idempotent: the verdicts replace the job's previous ones, and the files have
         deterministic ids and keys.
         """
-        batches_service.write_unclaimed_items(session, get_settings(), store, job)
+        batch_claim.write_unclaimed_items(session, get_settings(), store, job)
         super().finalize(session, job, store)
         filter_augment_lines(session, job)
-        return batches_service.finalize_batch(session, store, job)
+        return batch_finalize.finalize_batch(session, store, job)
 
 
 def filter_augment_lines(session: Session, job: Job) -> int:

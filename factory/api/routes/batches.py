@@ -12,6 +12,7 @@ from factory.api.deps import SessionDep, SettingsDep, TenantDep
 from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
 from factory.api.routing import api_router
 from factory.batches import service as batches_service
+from factory.batches import status as batch_state
 from factory.batches.output import ERROR, OUTPUT
 from factory.batches.schemas import BatchCreate, BatchList, BatchOut
 from factory.db.session import get_sessionmaker
@@ -29,12 +30,8 @@ def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, 
     except batches_service.BatchValidationFailed as failed:
         session.rollback()  # no item, chunk or job row of a bad file survives
         created = batches_service.record_failed_batch(session, settings, tenant, body, failed)
-    session.commit()
-    if created.messages:
-        relay.publish_new(session, settings, created.messages)
-    else:
-        relay.relay(session, settings, created.outbox_ids, bulk=True)
-    return batches_service.describe(session, created.batch)
+    relay.commit_then_publish(session, settings, created.outbox_ids, created.messages)
+    return batch_state.describe(session, created.batch)
 
 
 @router.get("")
@@ -49,17 +46,15 @@ def get_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tenant:
     batch = batches_service.get_batch(session, tenant, batch_id)
     outbox_ids = batches_service.expire_if_due(session, batch)
     if outbox_ids:
-        session.commit()
-        relay.relay(session, settings, outbox_ids)
-    return batches_service.describe(session, batch)
+        relay.commit_then_publish(session, settings, outbox_ids)
+    return batch_state.describe(session, batch)
 
 
 @router.post("/{batch_id}/cancel", responses=CONFLICT)
 def cancel_batch(batch_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> BatchOut:
     batch, outbox_ids = batches_service.cancel_batch(session, tenant, batch_id)
-    session.commit()
-    relay.relay(session, settings, outbox_ids)
-    return batches_service.describe(session, batch)
+    relay.commit_then_publish(session, settings, outbox_ids)
+    return batch_state.describe(session, batch)
 
 
 def _stream(settings: SettingsDep, batch_id: str, tenant: str, which: str) -> Iterator[str]:
