@@ -17,7 +17,7 @@ from factory import embedded_redis
 from factory.auth.cli import keys_app
 from factory.batches.schemas import FINAL_STATUSES
 from factory.campaigns.cli import campaign_app
-from factory.cli_common import DEFAULT_API, ApiUrl, console, settings_with_broker, watch, watch_job
+from factory.cli_common import DEFAULT_API, ApiUrl, api_errors, console, settings_with_broker, watch, watch_job
 from factory.client import ApiError, FactoryClient, load_job_file
 from factory.config import Settings, get_settings
 from factory.demo import demo
@@ -232,17 +232,11 @@ def status(
     """Show a job's or a batch's status and counts (with --wait: a live progress bar)."""
     client = FactoryClient(api_url)
     if job_id.startswith("batch_"):
-        try:
+        with api_errors():
             _batch_status(client, job_id, wait)
-        except ApiError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from exc
         return
-    try:
+    with api_errors():
         job = watch_job(client, job_id) if wait else client.job(job_id)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
     c = job["counts"]
     console.print(f"{job['id']}  [bold]{job['status']}[/bold]  total={c['total']} succeeded={c['succeeded']} "
                   f"failed={c['failed']} pending={c['pending']} cancelled={c['cancelled']}")
@@ -251,12 +245,9 @@ def status(
 @app.command()
 def results(job_id: str, api_url: ApiUrl = DEFAULT_API) -> None:
     """Print a job's results as JSONL (one line per generated text, with provenance)."""
-    try:
+    with api_errors():
         for line in FactoryClient(api_url).results(job_id):
             sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -273,11 +264,8 @@ def whence(
     raw = file.read_bytes() if file is not None else sys.stdin.buffer.read()
     text = raw.decode("utf-8").removesuffix("\n")
     digest = sha256_text(text)
-    try:
+    with api_errors():
         found = FactoryClient(api_url).provenance_lookup(digest, limit)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
     if not found["data"]:
         console.print(f"no item of yours produced this text (sha256 {digest})")
         raise typer.Exit(1)
@@ -312,11 +300,8 @@ def batches_expire(
 @app.command()
 def report(job_id: str, api_url: ApiUrl = DEFAULT_API) -> None:
     """Print an augmentation job's report (filters, diversity, label distribution) as JSON."""
-    try:
+    with api_errors():
         sys.stdout.write(json.dumps(FactoryClient(api_url).report(job_id), indent=2, ensure_ascii=False) + "\n")
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -326,11 +311,8 @@ def dataset(
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Download an augmentation job's dataset (card, Parquet shards, JSONL) into a folder."""
-    try:
+    with api_errors():
         files = FactoryClient(api_url).download_dataset(job_id, out)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
     for f in files:
         console.print(str(f))
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -12,13 +13,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from factory import embedded_redis
-from factory.client import FactoryClient
+from factory.client import ApiError, FactoryClient
 from factory.config import Settings, get_settings
 from factory.db.models import TERMINAL_JOB_STATUSES
 
 console = Console()
 ApiUrl = Annotated[str, typer.Option(envvar="FACTORY_API_URL", help="Base URL of the factory API.")]
 DEFAULT_API = "http://127.0.0.1:8000"
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """An API error ends the command: its message in red, exit status 1."""
+    try:
+        yield
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 def settings_with_broker() -> Settings:

@@ -82,6 +82,12 @@ class PayloadTooLarge(FactoryError):
     code = "body_too_large"
 
 
+class FileTooLarge(PayloadTooLarge):
+    """An uploaded file over ``FACTORY_BATCH_MAX_FILE_BYTES`` (found while it streams in)."""
+
+    code = "file_too_large"
+
+
 class UnsupportedMediaType(FactoryError):
     status_code = 415
     code = "unsupported_media_type"
@@ -99,3 +105,17 @@ class StorageError(FactoryError):
 class QueueUnavailable(FactoryError):
     status_code = 503
     code = "queue_unavailable"
+
+
+class ChatTimeout(FactoryError):
+    """No worker answered a synchronous chat completion in ``FACTORY_CHAT_TIMEOUT_S``."""
+
+    status_code = 504
+    code = "timeout"
+
+
+class GenerationFailed(FactoryError):
+    """The model failed on a synchronous request."""
+
+    status_code = 500
+    code = "generation_failed"

@@ -158,3 +158,16 @@ def _check(value: Any, path: str, depth: int, limits: JSONLimits) -> None:
         if _FORBIDDEN_CHAR.search(key):
             raise InvalidJSON("keys must not hold NUL characters or lone surrogates", path)
         _check(item, join_path(path, key), depth + 1, limits)
+
+
+def decode_record(text: str, where: str, field: str) -> dict[str, Any]:
+    """One line of an uploaded JSONL file that must hold a JSON object (a record or a row); otherwise an
+    ``InvalidInput`` naming ``where`` ("JSONL line 3") and what breaks there, with ``field``."""
+    try:
+        value = decode(text)
+    except InvalidJSON as exc:
+        at = f" at {exc.path}: " if exc.path else " is "
+        raise InvalidInput(f"{where}{at}{exc.reason}", field=field) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} is not a JSON object", field=field)
+    return value

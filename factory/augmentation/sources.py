@@ -123,14 +123,7 @@ def _read_jsonl(lines: Iterable[str], field: str) -> Iterator[dict[str, Any]]:
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            value = strict_json.decode(line)
-        except strict_json.InvalidJSON as exc:
-            where = f" at {exc.path}: " if exc.path else " is "
-            raise InvalidInput(f"JSONL line {n}{where}{exc.reason}", field=field) from None
-        if not isinstance(value, dict):
-            raise InvalidInput(f"JSONL line {n} is not a JSON object", field=field)
-        yield value
+        yield strict_json.decode_record(line, f"JSONL line {n}", field)
 
 
 def _read_parquet(stream: BinaryIO, field: str) -> list[dict[str, Any]]:

@@ -119,13 +119,7 @@ def read_jsonl(stream: IO[bytes], source: str = DATA_FIELD) -> Iterator[tuple[in
         if not text.strip():
             continue
         row += 1
-        try:
-            record = strict_json.decode(text)
-        except strict_json.InvalidJSON as exc:
-            where = f" at {exc.path}: " if exc.path else " is "
-            raise InvalidInput(f"audience JSONL line {n}{where}{exc.reason}", field=source) from None
-        if not isinstance(record, dict):
-            raise InvalidInput(f"audience JSONL line {n} is not an object", field=source)
+        record = strict_json.decode_record(text, f"audience JSONL line {n}", source)
         for k, v in record.items():
             if isinstance(v, dict | list):
                 raise InvalidInput(f"audience JSONL line {n} field '{k[:64]}' is not a scalar", field=source)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from factory.cli_common import DEFAULT_API, ApiUrl, console, watch_job
+from factory.cli_common import DEFAULT_API, ApiUrl, api_errors, console, watch_job
 from factory.client import ApiError, FactoryClient, load_campaign_file
 
 campaign_app = typer.Typer(help="Personalization campaigns: submit, watch, report, export.", no_args_is_help=True)
@@ -58,11 +58,8 @@ def _print_report(report: dict[str, Any]) -> None:
 def campaign_report(campaign_id: str, api_url: ApiUrl = DEFAULT_API,
                     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False) -> None:
     """Pass rates before and after repair, attempts, failed checks."""
-    try:
+    with api_errors():
         report = FactoryClient(api_url).campaign_report(campaign_id)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
     if as_json:
         sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     else:
@@ -77,11 +74,8 @@ def campaign_export(
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Download the export: one row per recipient, columns per variant."""
-    try:
+    with api_errors():
         data = FactoryClient(api_url).campaign_export(campaign_id, fmt)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
     if output is None:
         sys.stdout.buffer.write(data)
     else:

@@ -27,7 +27,7 @@ from factory.chat.schemas import ChatCompletionRequest, messages_sha256
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.db.models import Item, ItemState, Job
-from factory.errors import Conflict, FactoryError, InvalidInput
+from factory.errors import ChatTimeout, Conflict, GenerationFailed, InvalidInput
 from factory.jobs import service as jobs_service
 from factory.jobs.repository import JobRepository
 from factory.jobs.writer import JobWriter
@@ -37,14 +37,6 @@ KIND = "chat"
 URL = "/v1/chat/completions"
 
 
-class ChatTimeout(FactoryError):
-    status_code = 504
-    code = "timeout"
-
-
-class GenerationFailed(FactoryError):
-    status_code = 500
-    code = "generation_failed"
 
 
 @dataclass(frozen=True)

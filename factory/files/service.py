@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import StoredFile
-from factory.errors import FactoryError, InvalidInput, NotFound
+from factory.errors import FileTooLarge, InvalidInput, NotFound
 from factory.files.repository import FileRepository
 from factory.files.schemas import FileList, FileOut
 from factory.storage import ObjectStore
@@ -40,10 +40,6 @@ JSONL = "application/jsonl"
 _DATA_TYPES = {".csv": "text/csv", ".jsonl": JSONL, ".parquet": "application/vnd.apache.parquet"}
 _UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
-
-class FileTooLarge(FactoryError):
-    status_code = 413
-    code = "file_too_large"
 
 
 @dataclass(frozen=True)

@@ -135,13 +135,18 @@ def close(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -
     return JobRepository(session).finish_chunk(chunk.id, owner, ChunkState.SUCCEEDED, storage_key=storage_key)
 
 
-def complete(session: Session, chunk: Chunk, owner: str, storage_key: str | None) -> tuple[bool, list[str]]:
+def complete(session: Session, chunk: Chunk, owner: str, storage_key: str | None, *,
+             on_closed: Callable[[], object] | None = None) -> tuple[bool, list[str]]:
     """Close the chunk; if it was the last one, ask for the job's finalization.
 
-    Returns (False, []) if our lease was lost, else (True, outbox ids to relay after commit).
+    ``on_closed`` runs once the chunk is closed and before finalization is asked (the worker writes
+    the chunk's result shard there: only the lease holder gets that far). Returns (False, []) if our
+    lease was lost, else (True, outbox ids to relay after commit).
     """
     if not close(session, chunk, owner, storage_key):
         return False, []
+    if on_closed is not None:
+        on_closed()
     return True, request_finalization(session, chunk.job_id)
 
 

@@ -52,7 +52,7 @@ def test_jsonl_records() -> None:
     (b"", "csv", "audience.data", "CSV is empty"),
     (b"id,first_name,visits\n", "csv", "audience", "no recipients"),
     (b'{"id": "r1"\n', "jsonl", "audience.data", "line 1 is not valid JSON"),
-    (b'["r1"]\n', "jsonl", "audience.data", "line 1 is not an object"),
+    (b'["r1"]\n', "jsonl", "audience.data", "line 1 is not a JSON object"),
     (b'{"id": "r1", "first_name": {"a": 1}, "visits": 1}\n', "jsonl", "audience.data", "is not a scalar"),
 ])
 def test_bad_audiences_are_refused_naming_the_problem(data: bytes, fmt: str, field: str, message: str) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from factory.config import Settings
 from factory.db.models import StoredFile
-from factory.errors import InvalidInput
-from factory.files.service import FileTooLarge, clean_filename, iter_lines, iter_lines_at, scan_jsonl
+from factory.errors import FileTooLarge, InvalidInput
+from factory.files.service import clean_filename, iter_lines, iter_lines_at, scan_jsonl
 from factory.storage.local import LocalStore
 
 
