@@ -1,7 +1,14 @@
-"""``factory demo``: the whole pipeline on embedded defaults, in one command (what ``make demo`` runs)."""
+"""``factory demo``: the whole pipeline on embedded defaults, in one command (what ``make demo`` runs).
+
+By default it runs the demo campaign (examples/campaign/demo.json): 240 recipients in two
+membership tiers, an email and an SMS written once per tier, repaired and checked against
+the brand, then merged per recipient; it shows the pass rates, the copy beside each check's
+verdict and where the CSV export went. ``--job-file`` runs a plain job file instead.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,17 +16,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from factory import embedded_redis
 from factory.cli_common import console, settings_with_broker, watch_job
-from factory.client import FactoryClient, load_job_file
+from factory.client import FactoryClient, load_campaign_file, load_job_file
 from factory.config import Settings, get_settings
 
-EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "examples" / "campaign" / "job.json"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO_CAMPAIGN = EXAMPLES / "campaign" / "demo.json"
 
 
 def _free_port() -> int:
@@ -39,7 +47,8 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 
 def demo(
-    job_file: Annotated[Path, typer.Option(help="The job to run.")] = EXAMPLE_JOB,
+    campaign_file: Annotated[Path, typer.Option(help="The campaign definition to run.")] = DEMO_CAMPAIGN,
+    job_file: Annotated[Path | None, typer.Option(help="Run this plain job file instead of a campaign.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 900,
 ) -> None:
     """Run the whole pipeline on embedded defaults: Redis, SQLite, local storage, packaged model."""
@@ -62,8 +71,12 @@ def demo(
         worker_proc = subprocess.Popen([*factory_cmd, "worker", "--loglevel", "WARNING"], env=env,
                                        stdout=worker_log, stderr=subprocess.STDOUT)
         try:
-            ok = _run_demo_job(FactoryClient(f"http://127.0.0.1:{port}", api_key=api_key), job_file, settings, timeout,
-                               [api_proc, worker_proc])
+            client = FactoryClient(f"http://127.0.0.1:{port}", api_key=api_key)
+            ok = _wait_ready(client, [api_proc, worker_proc])
+            if ok and job_file is not None:
+                ok = _run_demo_job(client, job_file, settings, timeout)
+            elif ok:
+                ok = run_demo_campaign(client, campaign_file, settings, timeout)
         finally:
             _stop(worker_proc)
             _stop(api_proc)
@@ -86,14 +99,17 @@ def _demo_key(settings: Settings) -> str:
     return secret
 
 
-def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, timeout: float,
-                  procs: list[subprocess.Popen[bytes]]) -> bool:
+def _wait_ready(client: FactoryClient, procs: list[subprocess.Popen[bytes]]) -> bool:
     deadline = time.monotonic() + 60
     while not client.ready():
         if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
             console.print("[red]the API did not start; see .factory/logs/api.log[/red]")
             return False
         time.sleep(0.3)
+    return True
+
+
+def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, timeout: float) -> bool:
     body = load_job_file(job_file)
     job = client.submit(body)
     console.print(f"submitted job [bold]{job['id']}[/bold]: {len(body['audience'])} recipients x "
@@ -125,3 +141,48 @@ def _run_demo_job(client: FactoryClient, job_file: Path, settings: Settings, tim
     console.print(f"all results: factory results {job['id']} (while an API runs, with FACTORY_API_KEY set to a key "
                   f"of tenant '{DEMO_TENANT}': factory keys create --tenant {DEMO_TENANT})")
     return len(lines) == int(job["counts"]["total"])
+
+
+def run_demo_campaign(client: FactoryClient, campaign_file: Path, settings: Settings, timeout: float) -> bool:
+    """Submit the campaign, watch it, then show its pass rates, its copy per segment beside each check's
+    verdict, and where its CSV export went. True when every recipient got passing copy."""
+    from factory.campaigns.cli import print_report, submit_campaign
+
+    campaign = submit_campaign(client, load_campaign_file(campaign_file))
+    console.print(f"campaign [bold]{campaign['id']}[/bold]: {campaign['recipients']} recipients, "
+                  f"{campaign['counts']['total']} copies to write ({campaign['mode']} mode; the first run converts "
+                  "the model once)")
+    job = watch_job(client, campaign["id"], timeout)
+    report = client.campaign_report(campaign["id"])
+    print_report(report)
+    rows = [json.loads(line) for line in client.campaign_export(campaign["id"], "jsonl").splitlines()]
+    _print_copy(rows)
+    out = settings.data_dir / "demo" / f"{campaign['id']}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(client.campaign_export(campaign["id"], "csv"))
+    console.print(f"CSV for your email/SMS tool ({len(rows)} rows, one per recipient): {out}")
+    console.print(f"database: {settings.database_url}; every text's provenance: factory results {campaign['id']} "
+                  f"(while an API runs, with FACTORY_API_KEY set to a key of tenant '{DEMO_TENANT}')")
+    passing = all(v["status"] in ("passed", "control") for row in rows for v in row["variants"].values())
+    return job["status"] == "succeeded" and len(rows) == campaign["recipients"] and passing
+
+
+def _print_copy(rows: list[dict[str, Any]]) -> None:
+    """One recipient of each segment: every variant's copy beside its status and the checks it failed."""
+    table = Table(title="The copy, one recipient per segment", show_lines=True)
+    for col in ("recipient", "variant", "copy", "checks"):
+        table.add_column(col, overflow="fold")
+    seen: set[str] = set()
+    for row in rows:
+        segment = row.get("segment") or row["key"]
+        if segment in seen:
+            continue
+        seen.add(segment)
+        for vid, variant in row["variants"].items():
+            copy = "\n".join(f"{name}: {text}" for name, text in variant["fields"].items())
+            verdict = variant["status"] + (f" ({', '.join(variant['failed_checks'])})" if variant["failed_checks"]
+                                           else "")
+            if variant.get("ai_generated"):
+                verdict += "\nAI-generated"
+            table.add_row(f"{row['key']}\n{segment}", vid, copy, verdict)
+    console.print(table)

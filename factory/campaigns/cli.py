@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from factory.cli_common import DEFAULT_API, ApiUrl, api_errors, console, watch_job
-from factory.client import ApiError, FactoryClient, load_campaign_file
+from factory.client import ApiError, CampaignFile, FactoryClient, load_campaign_file
 
 campaign_app = typer.Typer(help="Personalization campaigns: submit, watch, report, export.", no_args_is_help=True)
 
@@ -24,16 +24,8 @@ def campaign_submit(
 ) -> None:
     """Save the brand and templates it names (a new version only when changed), then submit it."""
     client = FactoryClient(api_url)
-    spec = load_campaign_file(file)
     try:
-        if spec.brand is not None:
-            brand = dict(spec.brand)
-            client.put_brand(brand.pop("name"), brand)
-        for tpl in spec.templates:
-            body = dict(tpl)
-            saved = client.put_template(body.pop("name"), body)
-            console.print(f"template {saved['name']} v{saved['version']}")
-        campaign = client.create_campaign(spec.campaign)
+        campaign = submit_campaign(client, load_campaign_file(file))
     except ApiError as exc:
         console.print(f"[red]rejected:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -41,15 +33,27 @@ def campaign_submit(
                   f"{campaign['counts']['total']} copies to write ({campaign['mode']} mode)")
     if wait:
         watch_job(client, campaign["id"])
-        _print_report(client.campaign_report(campaign["id"]))
+        print_report(client.campaign_report(campaign["id"]))
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def submit_campaign(client: FactoryClient, spec: CampaignFile) -> dict[str, Any]:
+    """Save the brand and templates a definition names (a new version only when changed), then create it."""
+    if spec.brand is not None:
+        brand = dict(spec.brand)
+        client.put_brand(brand.pop("name"), brand)
+    for tpl in spec.templates:
+        body = dict(tpl)
+        saved = client.put_template(body.pop("name"), body)
+        console.print(f"template {saved['name']} v{saved['version']}")
+    return client.create_campaign(spec.campaign)
+
+
+def print_report(report: dict[str, Any]) -> None:
     table = Table(title=f"campaign {report['campaign_id']} ({report['status']})")
     table.add_column("measure")
     table.add_column("value", overflow="fold")
     for key in ("recipients", "segments", "items", "passed", "pass_rate_before_repair", "pass_rate_first_attempt",
-                "pass_rate", "attempts_histogram", "failed_checks_final", "model_requests", "elapsed_s"):
+                "pass_rate", "attempts_histogram", "repairs", "failed_checks_final", "model_requests", "elapsed_s"):
         table.add_row(key, json.dumps(report.get(key)))
     console.print(table)
 
@@ -63,7 +67,7 @@ def campaign_report(campaign_id: str, api_url: ApiUrl = DEFAULT_API,
     if as_json:
         sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     else:
-        _print_report(report)
+        print_report(report)
 
 
 @campaign_app.command("export")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +16,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from factory.channels.sms import smart_encode
 from factory.db.models import Item, ItemState, Job, JobStatus
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
 from tests.keys import auth_headers
 from tests.processes import api_server, factory_env, stack_env, wait_job, worker
-from tests.services import SeaweedS3
+from tests.services import REPO, SeaweedS3
 
 pytestmark = pytest.mark.slow
 
@@ -109,19 +113,27 @@ def test_real_model_job_lands_in_postgres_and_s3_with_provenance(
     assert _texts(shard_lines) == texts
 
 
-def test_make_demo_path_prints_generated_texts(tmp_path: Path) -> None:
-    """`factory demo` on embedded defaults (embedded Redis, SQLite, local storage) in a bare directory."""
+def test_make_demo_path_prints_checked_campaign_copy(tmp_path: Path) -> None:
+    """`factory demo` on embedded defaults (embedded Redis, SQLite, local storage) in a bare directory: the demo
+    campaign, its pass rates, its copy with each check's verdict, and its CSV export."""
     env = factory_env(FACTORY_MODEL_CACHE_DIR=str(MODEL_CACHE), COLUMNS="200")
     out = subprocess.run([sys.executable, "-m", "factory.cli", "demo", "--timeout", "600"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "10 results" in out.stdout
-    assert "model smollm2-135m-instruct" in out.stdout
-    shards = sorted((tmp_path / ".factory" / "objects").rglob("chunk-*.jsonl"))
-    assert len(shards) == 2
-    lines = [json.loads(line) for shard in shards for line in shard.read_text().splitlines()]
-    assert sorted(x["key"] for x in lines) == [f"r-{i:03d}" for i in range(1, 11)]
-    assert all(x["status"] == "succeeded" and x["text"] for x in lines)
+    assert "240 recipients, 4 copies to write (segment mode" in out.stdout
+    assert re.search(r"│ pass_rate +│ 1\.0 ", out.stdout), out.stdout[-3000:]
+    assert out.stdout.count("AI-generated") == 4  # the two tiers' email and SMS; the control is the brief's own
+    exports = sorted((tmp_path / ".factory" / "demo").glob("job_*.csv"))
+    assert len(exports) == 1
+    table = list(csv.DictReader(io.StringIO(exports[0].read_text())))
+    assert len(table) == 240
+    assert {(r["email.v1.status"], r["sms.v1.status"], r["email.v1.ai_generated"]) for r in table} == {
+        ("passed", "passed", "true")}
+    # Written once per tier, merged per recipient: each copy opens with the recipient's own name.
+    names = {r["id"]: r["first_name"] for r in csv.DictReader((REPO / "examples/campaign/audience-240.csv").open())}
+    for row in table:
+        assert row["email.v1.body"].startswith(f"Hi {names[row['key']]}, ")
+        assert row["sms.v1.text"].startswith(f"Hi {smart_encode(names[row['key']])}! ")
     # The embedded Redis was stopped again.
     assert not (tmp_path / ".factory" / "redis.url").exists()
     assert os.path.exists(tmp_path / ".factory" / "factory.db")
