@@ -203,12 +203,10 @@ def _save(settings: Settings, claimed: execution.ClaimedChunk, owner: str, outco
     """
     chunk, job = claimed.chunk, claimed.job
     with session_scope(settings.database_url) as session:
-        for item, outcome, prov in zip(claimed.items, outcomes, provenance, strict=True):
-            if outcome.result is not None:
-                execution.record_success(session, item, outcome.result.text, prov, outcome.checks)
-            else:
-                execution.record_failure(session, item, outcome.error or "generation failed", prov, outcome.checks)
-        session.flush()
+        execution.record_outcomes(session, [
+            execution.ItemOutcome(item, outcome.result.text if outcome.result is not None else None,
+                                  outcome.error, prov, outcome.checks)
+            for item, outcome, prov in zip(claimed.items, outcomes, provenance, strict=True)])
         key = result_shard_key(job.tenant_id, job.id, chunk.seq)
 
         def write_shard() -> None:

@@ -14,12 +14,23 @@ from factory.jobs import execution
 from factory.jobs.repository import JobRepository
 from factory.jobs.schemas import ItemCounts, JobOut
 from factory.provenance.hashing import canonical_json
+from factory.storage import ObjectStore
+from factory.storage.keys import job_provenance_key
 
 
 @dataclass(frozen=True)
 class CreatedJob:
     job: Job
     outbox_ids: list[str]
+
+
+def provenance_document(session: Session, store: ObjectStore, tenant_id: str, job_id: str) -> bytes:
+    """The job's PROV-JSON document (written when it ends); 409 while it runs."""
+    job = get_job(session, tenant_id, job_id)
+    key = job_provenance_key(job.tenant_id, job.id)
+    if job.finished_at is None or not store.exists(key):
+        raise Conflict("a job's provenance is written when it ends; this one has not ended", field="job_id")
+    return store.get_bytes(key)
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:

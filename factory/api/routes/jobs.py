@@ -40,6 +40,18 @@ def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: 
     return jobs_service.describe(session, job)
 
 
+PROV_JSON = {200: {"description": "A W3C PROV-JSON document",
+                   "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+@router.get("/{job_id}/provenance", response_class=Response, responses={**CONFLICT, **PROV_JSON})
+def get_provenance(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+    """The job's W3C PROV-JSON document: inputs, template, model and output objects (with the sha256 of
+    what storage holds), the job and its chunks, the tenant and the worker processes."""
+    body = jobs_service.provenance_document(session, open_store(settings), tenant, job_id)
+    return Response(body, media_type="application/json")
+
+
 @router.get("/{job_id}/results", response_class=Response, responses=content("application/x-ndjson"))
 def get_results(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StreamingResponse:
     job = jobs_service.get_job(session, tenant, job_id)  # 404 before streaming starts
