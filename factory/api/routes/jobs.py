@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from factory import kinds
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
-from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, Responses, content
 from factory.api.routing import MAX_BODY, api_router
 from factory.db.session import get_sessionmaker
 from factory.db.tenancy import bind_tenant
@@ -40,7 +40,7 @@ def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: 
     return jobs_service.describe(session, job)
 
 
-PROV_JSON = {200: {"description": "A W3C PROV-JSON document",
+PROV_JSON: Responses = {200: {"description": "A W3C PROV-JSON document",
                    "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
