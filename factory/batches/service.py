@@ -69,10 +69,6 @@ class CreatedBatch:
     messages: list[Pending] = field(default_factory=list)
 
 
-def _ts(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
 # --- creating -------------------------------------------------------------------
 def check_request(session: Session, settings: Settings, tenant_id: str, body: BatchCreate) -> StoredFile:
     """Everything about the request itself (not the file's lines): a 4xx before anything is written."""
