@@ -12,11 +12,8 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, worker
 from tests.security.pg_app_role import libpq_dsn
 from tests.services import REPO
+from tests.webhook_receiver import webhook_receiver
 from workers.kinds.augmentation import apply_rule
 
 pytestmark = pytest.mark.slow
@@ -108,48 +106,6 @@ def transactions_open_since_before(database_url: str) -> int:
     return int(row[0])
 
 
-class Hooks:
-    """A loopback webhook receiver: answers 500 to the first delivery, 200 after. ``probe``, when set,
-    runs while each delivery is held open, its result kept in ``probed``."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.probe: Callable[[], int] | None = None
-        self.probed: list[int] = []
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                hooks.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                if hooks.probe is not None:
-                    hooks.probed.append(hooks.probe())
-                self.send_response(500 if len(hooks.received) == 1 else 200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/batch"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextmanager
-def hooks_server() -> Iterator[Hooks]:
-    hooks = Hooks()
-    try:
-        yield hooks
-    finally:
-        hooks.close()
-
-
 def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finalization(
     pg_db: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
@@ -163,7 +119,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
               {"custom_id": "g1", "method": "POST", "url": "/v1/augment",
                "body": {"dataset": {"rows": AUGMENT_ROWS}, "params": {"seed": 4},
                         "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}}]
-    with hooks_server() as hooks, api_server(env, tmp_path / "api.log") as url, \
+    with webhook_receiver([500, 200]) as hooks, api_server(env, tmp_path / "api.log") as url, \
             worker(env, tmp_path / "worker.log"):
         hooks.probe = lambda: transactions_open_since_before(pg_db)
         client = OpenAI(base_url=f"{url}/v1", api_key=api_key(pg_db), max_retries=0)
