@@ -22,11 +22,10 @@ from factory.db.base import IdMaker, new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository, json_text
 from factory.outbox.repository import OutboxRepository, Pending
-from factory.provenance.hashing import sha256_text
+from factory.provenance.hashing import EMPTY_SHA256
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
 
-EMPTY_TEMPLATE_SHA256 = sha256_text("")
 _PENDING, _FAILED = ItemState.PENDING.value, ItemState.FAILED.value
 
 
@@ -36,7 +35,7 @@ class JobWriter:
 
     def __init__(self, session: Session, settings: Settings, *, tenant_id: str, kind: str, model: str,
                  queue: str, params: dict[str, Any], seed: int, options: dict[str, Any] | None = None,
-                 template: str = "", template_sha256: str = EMPTY_TEMPLATE_SHA256, system_prompt: str | None = None,
+                 template: str = "", template_sha256: str = EMPTY_SHA256, system_prompt: str | None = None,
                  variants: int = 1, job_id: str | None = None, flush_every: int = 2000) -> None:
         self.session = session
         self.settings = settings
