@@ -47,7 +47,7 @@ from factory.templates import service as templates_service
 from factory.templates.schemas import TemplateCreate
 from workers.generators.base import Generator
 from workers.kinds.base import RunContext
-from workers.kinds.personalization import PersonalizationHandler
+from workers.kinds.campaign import CampaignHandler
 
 REPO = Path(__file__).resolve().parents[1]
 README = Path(__file__).with_name("README.md")
@@ -97,7 +97,7 @@ def run(definition: Path, recipients: int | None, chunk_size: int, quick: bool) 
             body = CampaignCreate.model_validate(_limit_rows(spec.campaign, recipients))
             job_id = campaigns_service.create_campaign(s, settings, store, "default", body).job.id
         gen = _generator(settings, quick)
-        handler = PersonalizationHandler()
+        handler = CampaignHandler()
         started = time.perf_counter()
         with session_scope(settings.database_url) as s:
             chunk_ids = JobRepository(s).chunk_ids(job_id)
@@ -119,7 +119,7 @@ def run(definition: Path, recipients: int | None, chunk_size: int, quick: bool) 
         return report
 
 
-def _run_chunk(settings: Settings, handler: PersonalizationHandler, gen: Generator, chunk_id: str) -> None:
+def _run_chunk(settings: Settings, handler: CampaignHandler, gen: Generator, chunk_id: str) -> None:
     """What generate_chunk does, minus the broker: claim, generate + check, record, close."""
     with session_scope(settings.database_url) as s:
         claimed = execution.claim(s, chunk_id, "bench", settings.chunk_lease_s)
