@@ -134,7 +134,8 @@ def reconcile(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"reconciler {reconciler.owner}: a pass every {settings.reconcile_interval_s:g}s")
+    logging.getLogger("factory.reliability.reconciler").info(
+        "reconciler %s: a pass every %gs", reconciler.owner, settings.reconcile_interval_s)
     reconciler.run_forever(stop)
 
 
