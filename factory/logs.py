@@ -107,7 +107,7 @@ def install(settings: Settings) -> None:
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = base(*args, **kwargs)
         _clean(record, secrets)
-        record.context = log_context.current()
+        record.factory_context = log_context.current()  # a name no library passes in `extra`
         return record
 
     logging.setLogRecordFactory(make_record)
@@ -175,7 +175,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname, "logger": record.name, "message": record.getMessage(), "pid": record.process,
         }
-        line.update(getattr(record, "context", None) or {})
+        line.update(getattr(record, "factory_context", None) or {})
         data = getattr(record, "data", None)
         if isinstance(data, dict):
             line.update({k: v if isinstance(v, int | float | bool) or v is None else redact(str(v), _secrets)
