@@ -42,6 +42,7 @@ test: install $(COMPOSE_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.overhead --quick
 	$(BIN)/python -m bench.ingest --quick
 	$(BIN)/python -m bench.jobs_ingest --quick
+	$(BIN)/python -m bench.pipeline --quick
 	$(BIN)/python -m bench.finalize --quick
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --quick
@@ -54,6 +55,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.batching --write
 	$(BIN)/python -m bench.ingest --write
 	$(BIN)/python -m bench.jobs_ingest --write
+	$(BIN)/python -m bench.pipeline --write
 	$(BIN)/python -m bench.finalize --write
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --write
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --write

@@ -47,13 +47,6 @@ class AugmentationRepository:
         for start in range(0, len(rows), batch):
             self.session.execute(insert(AugmentationVerdict), list(rows[start:start + batch]))
 
-    def verdict_counts(self, job_id: str) -> dict[str | None, int]:
-        rows = self.session.execute(
-            select(AugmentationVerdict.reason, func.count()).where(AugmentationVerdict.job_id == job_id)
-            .group_by(AugmentationVerdict.reason)
-        )
-        return {reason: int(n) for reason, n in rows}
-
     def verdicts_for(self, item_ids: Sequence[str]) -> dict[str, AugmentationVerdict]:
         """The verdicts of these items, by item id (items not judged yet are missing)."""
         if not item_ids:

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from factory.batches import lines as batch_lines
 from factory.batches.lines import ItemSpec, LineContext, LineError
 from factory.logs import describe_exception
+from factory.provenance.hashing import EMPTY_SHA256
 
 # The job option naming the stored input file, which the chunks' byte ranges point into.
 INPUT_KEY = "input_key"
@@ -129,5 +130,5 @@ def _line_specs(ctx: LineContext, line_no: int, raw: bytes) -> list[ItemSpec]:
     except Exception as exc:  # a bug: the line fails alone rather than its chunk never being claimable
         log.error("line %d of a batch file could not be expanded: %s", line_no, describe_exception(exc))
         error = "expansion_failed: the line could not be turned into requests"
-    return [ItemSpec(line["custom_id"], 0, {"line": line_no, "url": line["url"]}, "", batch_lines.EMPTY_SHA256,
+    return [ItemSpec(line["custom_id"], 0, {"line": line_no, "url": line["url"]}, "", EMPTY_SHA256,
                      None, 0, error=error)]

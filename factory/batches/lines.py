@@ -98,7 +98,6 @@ Line = ChatLine | PersonalizeLine | AugmentLine
 # One pass in pydantic-core parses the JSON and validates the envelope and the body the URL selects.
 _LINE: TypeAdapter[Line] = TypeAdapter(Annotated[Line, Field(discriminator="url")])
 _ENVELOPE_FIELDS = ("custom_id", "method", "url", "body")
-EMPTY_SHA256 = sha256_text("")
 
 
 class LineError(Exception):

@@ -46,11 +46,6 @@ class BatchRepository:
         stmt = stmt.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
         return list(self.session.scalars(stmt))
 
-    def jobs_by_id(self, job_ids: list[str]) -> dict[str, Job]:
-        if not job_ids:
-            return {}
-        return {j.id: j for j in self.session.scalars(select(Job).where(Job.id.in_(job_ids)))}
-
     def due_for_expiry(self, now: datetime, limit: int = 100) -> list[Batch]:
         """Batches whose window passed while their job still runs, not yet told to stop."""
         return list(self.session.scalars(

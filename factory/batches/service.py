@@ -28,7 +28,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from factory import webhooks
 from factory.batches import lines as batch_lines
 from factory.batches.chunks import INPUT_KEY, ChunkPlanner, clean_line
 from factory.batches.lines import LineContext, LineError
@@ -46,6 +45,7 @@ from factory.jobs import service as jobs_service
 from factory.jobs.writer import JobWriter
 from factory.outbox.repository import OutboxRepository, Pending
 from factory.storage import ObjectStore
+from factory.webhooks.delivery import check_url as check_webhook_url
 
 KIND = "batch"
 WINDOWS = {"24h": 24 * 3600}
@@ -69,10 +69,6 @@ class CreatedBatch:
     messages: list[Pending] = field(default_factory=list)
 
 
-def _ts(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
 # --- creating -------------------------------------------------------------------
 def check_request(session: Session, settings: Settings, tenant_id: str, body: BatchCreate) -> StoredFile:
     """Everything about the request itself (not the file's lines): a 4xx before anything is written."""
@@ -81,7 +77,7 @@ def check_request(session: Session, settings: Settings, tenant_id: str, body: Ba
     if body.completion_window not in WINDOWS:
         raise InvalidInput("completion_window must be '24h'", field="completion_window")
     if body.webhook_url is not None:
-        webhooks.check_url(body.webhook_url, settings)
+        check_webhook_url(body.webhook_url, settings)
     try:
         source = files_service.get_file(session, tenant_id, body.input_file_id)
     except NotFound:

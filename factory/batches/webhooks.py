@@ -1,33 +1,25 @@
 """A batch's final event (``batch.completed``, ``failed``, ``cancelled``, ``expired``), delivered by a
 worker task (workers/tasks/webhooks.py) after the final status is committed.
 
-The task reads what to send in one short transaction (``prepare``, which also counts the
-attempt), POSTs it with no transaction open (``factory.webhooks.send``), then records the
-outcome in another (``record``): a slow receiver never holds a database connection.
+Only what is the batch's own lives here: which event it is (``prepare``, which also counts the
+attempt) and where the outcome is kept (``record``). The generic flow (``factory.webhooks.delivery``)
+runs them in two short transactions with the POST between them, no session open during it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from sqlalchemy.orm import Session
 
-from factory import webhooks
 from factory.batches.repository import BatchRepository
 from factory.batches.schemas import FINAL_STATUSES
 from factory.batches.status import describe
+from factory.config import Settings
 from factory.db.base import utcnow
+from factory.webhooks import delivery as webhook_delivery
+from factory.webhooks.delivery import Delivery
+from factory.webhooks.signing import event
 
 DELIVER_BATCH_WEBHOOK_TASK = "factory.deliver_batch_webhook"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    batch_id: str
-    url: str
-    event_id: str
-    payload: dict[str, Any]
 
 
 def prepare(session: Session, batch_id: str) -> Delivery | None:
@@ -40,17 +32,24 @@ def prepare(session: Session, batch_id: str) -> Delivery | None:
     if out.status not in FINAL_STATUSES:
         return None
     finished = out.completed_at or out.failed_at or out.cancelled_at or out.expired_at or int(utcnow().timestamp())
-    event_id, payload = webhooks.event(f"batch.{out.status}", batch.id, finished)
+    event_id, payload = event(f"batch.{out.status}", {"id": batch.id}, finished)
     batch.webhook_attempts += 1
-    return Delivery(batch.id, batch.webhook_url, event_id, payload)
+    return Delivery(batch.webhook_url, event_id, payload)
 
 
-def record(session: Session, delivery: Delivery, error: str | None) -> None:
+def record(session: Session, batch_id: str, error: str | None) -> None:
     """The attempt's outcome: delivered (``error`` None) or the reason it was not."""
-    batch = BatchRepository(session).get_by_id(delivery.batch_id)
+    batch = BatchRepository(session).get_by_id(batch_id)
     if batch is None:
         return
     if error is None:
         batch.webhook_delivered_at, batch.webhook_last_error = utcnow(), None
     else:
         batch.webhook_last_error = error
+
+
+def deliver(settings: Settings, batch_id: str) -> str:
+    """One attempt at the batch's final event, the POST outside any transaction; the outcome
+    (``factory.webhooks.delivery.DELIVERED``, ``FAILED``, ``REFUSED`` or ``SKIPPED``)."""
+    return webhook_delivery.deliver(settings, lambda session: prepare(session, batch_id),
+                                    lambda session, error: record(session, batch_id, error))

@@ -6,7 +6,8 @@ testable without a broker. Nothing here commits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,8 +18,12 @@ from factory.db.base import utcnow
 from factory.db.models import Chunk, ChunkState, Item, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository
 from factory.outbox.repository import OutboxRepository
+from factory.provenance import manifest as prov_manifest
 from factory.provenance import marking
+from factory.provenance.hashing import canonical_json
 from factory.queue import FINALIZE_JOB_TASK
+from factory.storage import ObjectStore
+from factory.storage.keys import job_provenance_key
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,33 @@ def record_failure(session: Session, item: Item, error: str, provenance: dict[st
                                              provenance=provenance, checks=_check_columns(checks))
 
 
+@dataclass(frozen=True)
+class ItemOutcome:
+    """One item's result: ``text`` when it succeeded, else ``error``."""
+
+    item: Item
+    text: str | None
+    error: str | None
+    provenance: dict[str, Any] | None
+    checks: CheckOutcome | None = None
+
+
+def record_outcomes(session: Session, outcomes: Sequence[ItemOutcome]) -> None:
+    """A chunk's outcomes in one statement: what ``record_success`` and ``record_failure`` record, item by
+    item, with one round trip (saving them one by one was a third of a no-op chunk's time)."""
+    rows = []
+    for o in outcomes:
+        marked = marking.mark(o.provenance or {}, o.text) if o.text is not None else o.provenance
+        rows.append({"b_id": o.item.id, "b_state": ItemState.SUCCEEDED if o.text is not None else ItemState.FAILED,
+                     "b_text": o.text, "b_error": None if o.text is not None else (o.error or "generation failed"),
+                     "b_provenance": marked, "b_content_sha256": marked["content_sha256"] if o.text is not None
+                     and marked is not None else None,
+                     "b_check_status": o.checks.status if o.checks else None,
+                     "b_failed_checks": o.checks.failed_checks if o.checks else None,
+                     "b_fields": o.checks.fields if o.checks else None})
+    JobRepository(session).save_item_outcomes(rows)
+
+
 def _check_columns(checks: CheckOutcome | None) -> dict[str, Any]:
     if checks is None:
         return {}
@@ -218,3 +250,19 @@ def fail_chunk(session: Session, chunk: Chunk, owner: str, reason: str) -> list[
     for item in repo.pending_items(chunk.id):
         record_failure(session, item, reason)
     return request_finalization(session, chunk.job_id)
+
+
+def write_provenance(session: Session, store: ObjectStore, job: Job, written: Mapping[str, bytes]) -> str:
+    """The job's PROV-JSON document (factory/provenance/manifest.py), stored next to its results; returns its
+    key. ``written``: the job files the finalize step just stored (key -> bytes); each chunk's result shard
+    is read back, so every output entity carries the hash of what storage holds."""
+    repo = JobRepository(session)
+    chunks = repo.chunks_of(job.id)
+    objects = {key: hashlib.sha256(data).hexdigest() for key, data in written.items()}
+    for chunk in chunks:
+        if chunk.storage_key and store.exists(chunk.storage_key):
+            objects[chunk.storage_key] = hashlib.sha256(store.get_bytes(chunk.storage_key)).hexdigest()
+    document = prov_manifest.build(job, chunks, repo.iter_items(job.id), objects)
+    key = job_provenance_key(job.tenant_id, job.id)
+    store.put_bytes(key, canonical_json(document).encode(), "application/json")
+    return key

@@ -8,10 +8,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from factory.db.base import utcnow
@@ -142,6 +142,9 @@ class JobRepository:
         ).first()
         return renewed is not None
 
+    def chunks_of(self, job_id: str) -> list[Chunk]:
+        return list(self.session.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.seq)))
+
     def chunk_ids(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(Chunk.id).where(Chunk.job_id == job_id).order_by(Chunk.seq)))
 
@@ -191,6 +194,21 @@ class JobRepository:
             .values(state=state, text=text, error=error, provenance=provenance, finished_at=utcnow(),
                     content_sha256=content_sha256, **(checks or {}))
         )
+
+    def save_item_outcomes(self, rows: Sequence[dict[str, Any]]) -> None:
+        """A chunk's item outcomes in one statement, executed for every row (keys: ``b_id``, ``b_state``,
+        ``b_text``, ``b_error``, ``b_provenance``, ``b_content_sha256``, ``b_check_status``,
+        ``b_failed_checks``, ``b_fields``). Only pending items change, as in ``save_item_outcome``."""
+        if not rows:
+            return
+        table = cast(Table, Item.__table__)
+        self.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"), table.c.state == ItemState.PENDING)
+            .values(state=bindparam("b_state"), text=bindparam("b_text"), error=bindparam("b_error"),
+                    provenance=bindparam("b_provenance"), content_sha256=bindparam("b_content_sha256"),
+                    check_status=bindparam("b_check_status"), failed_checks=bindparam("b_failed_checks"),
+                    fields=bindparam("b_fields"), finished_at=utcnow()),
+            list(rows))
 
     def finish_chunk(self, chunk_id: str, owner: str, state: ChunkState, *,
                      storage_key: str | None = None, error: str | None = None) -> bool:

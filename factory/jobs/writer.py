@@ -21,12 +21,12 @@ from factory.config import Settings
 from factory.db.base import IdMaker, new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository, json_text
+from factory.lineage import events as lineage
 from factory.outbox.repository import OutboxRepository, Pending
-from factory.provenance.hashing import sha256_text
+from factory.provenance.hashing import EMPTY_SHA256
 from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
 
-EMPTY_TEMPLATE_SHA256 = sha256_text("")
 _PENDING, _FAILED = ItemState.PENDING.value, ItemState.FAILED.value
 
 
@@ -36,7 +36,7 @@ class JobWriter:
 
     def __init__(self, session: Session, settings: Settings, *, tenant_id: str, kind: str, model: str,
                  queue: str, params: dict[str, Any], seed: int, options: dict[str, Any] | None = None,
-                 template: str = "", template_sha256: str = EMPTY_TEMPLATE_SHA256, system_prompt: str | None = None,
+                 template: str = "", template_sha256: str = EMPTY_SHA256, system_prompt: str | None = None,
                  variants: int = 1, job_id: str | None = None, flush_every: int = 2000) -> None:
         self.session = session
         self.settings = settings
@@ -136,4 +136,4 @@ class JobWriter:
         self.session.flush()
         self.messages = OutboxRepository(self.session).add_pending(GENERATE_CHUNK_TASK, self.job.queue,
                                                                    [[c] for c in self.chunk_ids])
-        return [m.id for m in self.messages]
+        return [m.id for m in self.messages] + lineage.request(self.session, self.settings, self.job, lineage.START)

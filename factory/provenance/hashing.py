@@ -11,6 +11,9 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+EMPTY_SHA256 = sha256_text("")  # of a text never given (a batch line's template, a job without one)
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values give equal bytes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

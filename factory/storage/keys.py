@@ -32,6 +32,12 @@ def job_manifest_key(tenant_id: str, job_id: str) -> str:
             "/manifest.json")
 
 
+def job_provenance_key(tenant_id: str, job_id: str) -> str:
+    """The job's W3C PROV-JSON document (factory/provenance/manifest.py), written at finalization."""
+    return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"
+            "/provenance.json")
+
+
 def job_errors_key(tenant_id: str, job_id: str) -> str:
     """The job's error file: one JSONL line per failed item, with the reason (written at finalization)."""
     return (f"tenants/{_check(tenant_id, _TENANT, 'tenant id')}/jobs/{_check(job_id, _ID, 'job id')}"

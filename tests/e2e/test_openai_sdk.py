@@ -17,6 +17,7 @@ import pytest
 from openai import OpenAI
 from sqlalchemy import select
 
+from factory.batches.schemas import FINAL_STATUSES
 from factory.db.models import Batch, Item, Job
 from factory.db.session import get_sessionmaker
 from tests.conftest import MODEL_CACHE
@@ -27,7 +28,6 @@ from tests.services import SeaweedS3
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m-instruct"
-TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
 def chat(custom_id: str, content: str, **body: Any) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def test_openai_sdk_batch_flow_with_the_real_model(
                                                max_tokens=8, seed=3)
 
         deadline = time.monotonic() + 600
-        while batch.status not in TERMINAL and time.monotonic() < deadline:
+        while batch.status not in FINAL_STATUSES and time.monotonic() < deadline:
             time.sleep(1)
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch

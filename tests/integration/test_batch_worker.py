@@ -12,11 +12,8 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from openai import OpenAI
 from sqlalchemy import func, select
 
 from factory.batches import finalize as batch_finalize
+from factory.batches.schemas import FINAL_STATUSES
 from factory.config import Settings
 from factory.db.models import AugmentationVerdict, Batch, Chunk, Item, ItemState, Job, StoredFile
 from factory.db.session import get_sessionmaker
@@ -35,6 +33,7 @@ from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, worker
 from tests.security.pg_app_role import libpq_dsn
 from tests.services import REPO
+from tests.webhook_receiver import webhook_receiver
 from workers.kinds.augmentation import apply_rule
 
 pytestmark = pytest.mark.slow
@@ -45,7 +44,6 @@ AUGMENT_ROWS = [{"id": "r1", "text": "where is my parcel right now", "label": "t
                 {"id": "r3", "text": "has my package been shipped yet", "label": "track_order"},
                 {"id": "r4", "text": "I want to cancel my purchase today", "label": "cancel_order"}]
 SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-0123456789ab").decode()
-TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
 def chat(custom_id: str, content: str, **body: Any) -> dict[str, Any]:
@@ -108,48 +106,6 @@ def transactions_open_since_before(database_url: str) -> int:
     return int(row[0])
 
 
-class Hooks:
-    """A loopback webhook receiver: answers 500 to the first delivery, 200 after. ``probe``, when set,
-    runs while each delivery is held open, its result kept in ``probed``."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.probe: Callable[[], int] | None = None
-        self.probed: list[int] = []
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                hooks.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                if hooks.probe is not None:
-                    hooks.probed.append(hooks.probe())
-                self.send_response(500 if len(hooks.received) == 1 else 200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/batch"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextmanager
-def hooks_server() -> Iterator[Hooks]:
-    hooks = Hooks()
-    try:
-        yield hooks
-    finally:
-        hooks.close()
-
-
 def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finalization(
     pg_db: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
@@ -163,7 +119,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
               {"custom_id": "g1", "method": "POST", "url": "/v1/augment",
                "body": {"dataset": {"rows": AUGMENT_ROWS}, "params": {"seed": 4},
                         "methods": [{"method": "eda", "k": 2}, {"method": "paraphrase", "k": 1}]}}]
-    with hooks_server() as hooks, api_server(env, tmp_path / "api.log") as url, \
+    with webhook_receiver([500, 200]) as hooks, api_server(env, tmp_path / "api.log") as url, \
             worker(env, tmp_path / "worker.log"):
         hooks.probe = lambda: transactions_open_since_before(pg_db)
         client = OpenAI(base_url=f"{url}/v1", api_key=api_key(pg_db), max_retries=0)
@@ -173,7 +129,7 @@ def test_sdk_batch_runs_to_completion_with_files_webhook_and_idempotent_finaliza
                                       completion_window="24h", metadata={"run": "t1"},
                                       extra_body={"webhook_url": hooks.url})
         assert batch.status == "in_progress" and batch.request_counts is not None
-        while batch.status not in TERMINAL:
+        while batch.status not in FINAL_STATUSES:
             time.sleep(0.3)
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch
@@ -290,7 +246,7 @@ def test_cancel_a_running_batch_keeps_finished_lines(pg_db: str, broker_url: str
         assert len(partial) >= running["request_counts"]["completed"] >= 2
         cancelled = http.post(f"/v1/batches/{batch['id']}/cancel").json()
         assert cancelled["status"] == "cancelling"
-        done = batch_when(http, batch["id"], lambda b: b["status"] in TERMINAL)
+        done = batch_when(http, batch["id"], lambda b: b["status"] in FINAL_STATUSES)
         output, errors = file_lines(http, done["output_file_id"]), file_lines(http, done["error_file_id"])
         status = subprocess.run([sys.executable, "-m", "factory.cli", "status", batch["id"], "--wait",
                                  "--api-url", url], cwd=REPO, env={**env, "COLUMNS": "200"},
@@ -333,7 +289,7 @@ def test_expiry_of_a_running_batch_by_the_periodic_command(pg_db: str, broker_ur
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert batch["id"] in out.stdout
-        done = batch_when(http, batch["id"], lambda b: b["status"] in TERMINAL)
+        done = batch_when(http, batch["id"], lambda b: b["status"] in FINAL_STATUSES)
         output, errors = file_lines(http, done["output_file_id"]), file_lines(http, done["error_file_id"])
 
     assert done["status"] == "expired" and done["expired_at"] is not None and done["cancelled_at"] is None
@@ -367,8 +323,8 @@ def test_a_deleted_input_cancels_its_batch_cleanly_and_a_vanished_one_fails_its_
         assert set(inputs) == {kept["input_file_id"], gone["input_file_id"]}  # both contents still there
         inputs[gone["input_file_id"]].unlink()
         with worker(env, tmp_path / "worker.log"):
-            done = batch_when(http, kept["id"], lambda b: b["status"] in TERMINAL)
-            failed = batch_when(http, gone["id"], lambda b: b["status"] in TERMINAL)
+            done = batch_when(http, kept["id"], lambda b: b["status"] in FINAL_STATUSES)
+            failed = batch_when(http, gone["id"], lambda b: b["status"] in FINAL_STATUSES)
             errors_file = file_lines(http, done["error_file_id"])
 
     assert done["status"] == "cancelled" and done["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
@@ -400,7 +356,7 @@ def test_sync_chat_overtakes_a_queued_batch_and_matches_its_seeded_line(
         during = http.get(f"/v1/batches/{batch['id']}").json()
         # Answered while most of the batch still waits: it did not queue behind it.
         assert during["status"] == "in_progress" and during["request_counts"]["completed"] <= 4, during
-        done = batch_when(http, batch["id"], lambda b: b["status"] in TERMINAL)
+        done = batch_when(http, batch["id"], lambda b: b["status"] in FINAL_STATUSES)
         output = file_lines(http, done["output_file_id"])
 
     assert completion.object == "chat.completion" and len(completion.choices) == 2

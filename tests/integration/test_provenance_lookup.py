@@ -61,6 +61,13 @@ def test_results_are_marked_and_found_again_by_their_text(db_url: str, broker_ur
         bad = client.get("/v1/provenance/lookup", params={"sha256": "ZZ" * 32})
         assert bad.status_code == 422 and "sha256" in bad.text
 
+        # The job's PROV-JSON document: read back by the W3C PROV library; every output entity hashes to
+        # what storage holds; no record value in it; another tenant gets a 404.
+        document = client.get(f"/v1/jobs/{job['id']}/provenance")
+        assert document.status_code == 200, document.text
+        assert other.get(f"/v1/jobs/{job['id']}/provenance").status_code == 404
+        check_prov_document(document.text, job["id"], tmp_path / "objects")
+
         cli_env = {**os.environ, "FACTORY_API_KEY": acme}
         whence = subprocess.run([sys.executable, "-m", "factory.cli", "whence", "--api-url", url],
                                 input=first["text"] + "\n", capture_output=True, text=True, env=cli_env, timeout=60)
@@ -70,3 +77,29 @@ def test_results_are_marked_and_found_again_by_their_text(db_url: str, broker_ur
                                  input="a text nobody generated", capture_output=True, text=True, env=cli_env,
                                  timeout=60)
         assert missing.returncode == 1 and "no item of yours produced this text" in missing.stdout
+
+
+def check_prov_document(text: str, job_id: str, objects: Path) -> None:
+    from prov.model import ProvDocument
+
+    parsed = ProvDocument.deserialize(content=text, format="json")
+    assert len(parsed.get_records()) > 0
+    doc = json.loads(text)
+    assert set(doc) >= {"prefix", "entity", "activity", "agent", "used", "wasGeneratedBy", "wasAssociatedWith"}
+    assert doc["activity"][f"factory:job/{job_id}"]["prov:type"] == "factory:Job"
+    chunks = [a for a, v in doc["activity"].items() if v["prov:type"] == "factory:Chunk"]
+    shards = {k: v for k, v in doc["entity"].items() if v["prov:type"] == "factory:ResultShard"}
+    assert len(chunks) == len(shards) >= 1
+    assert any(v["prov:type"] == "prov:SoftwareAgent" for v in doc["agent"].values())
+    assert doc["entity"][f"factory:input/{job_id}"]["factory:records"] == 5
+    outputs = {k: v for k, v in doc["entity"].items() if "prov:location" in v}
+    assert len(outputs) == len(shards) + 2  # and the error file and the summary manifest
+    for entity in outputs.values():
+        data = (objects / entity["prov:location"]).read_bytes()  # the local store keeps a key as a path
+        assert hashlib.sha256(data).hexdigest() == entity["factory:sha256"], entity["prov:location"]
+    # Every relation names things the document declares.
+    declared = set(doc["entity"]) | set(doc["activity"]) | set(doc["agent"])
+    for relation in ("used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy", "wasAssociatedWith"):
+        for record in doc[relation].values():
+            assert set(record.values()) <= declared, (relation, record)
+    assert "Ana 0" not in text  # ids, hashes, times and counts only

@@ -59,7 +59,9 @@ def test_fake_worker_runs_every_item_once_and_isolates_a_poison_item(
     errors = [json.loads(x) for x in s3.get_object(Bucket=s3_bucket, Key=errors_key)["Body"].read().splitlines()]
     assert [(e["key"], e["status"], e["error"]) for e in errors] == [
         ("r013", "failed", "generation failed: PoisonedPrompt")]
-    keys = [k for k in all_keys if k not in (manifest_key, errors_key)]
+    provenance_key = f"tenants/default/jobs/{job['id']}/provenance.json"
+    assert provenance_key in all_keys  # the job's PROV-JSON document (tests/integration/test_provenance_lookup.py)
+    keys = [k for k in all_keys if k not in (manifest_key, errors_key, provenance_key)]
     assert keys == [f"tenants/default/jobs/{job['id']}/results/chunk-{n:06d}.jsonl" for n in range(8)]
     shard_keys = []
     for key in keys:

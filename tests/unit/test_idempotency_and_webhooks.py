@@ -11,8 +11,9 @@ import pytest
 from openai import OpenAI
 from openai._exceptions import InvalidWebhookSignatureError
 
-from factory import webhooks
+from factory.config import Settings
 from factory.idempotency.service import RequestFingerprint, valid_key
+from factory.webhooks import delivery, signing
 
 
 def _multipart(boundary: str, content: bytes) -> tuple[str, bytes]:
@@ -58,11 +59,11 @@ def test_key_syntax() -> None:
 
 @pytest.mark.parametrize("secret", ["plain-secret", "whsec_" + base64.b64encode(b"0123456789abcdef").decode()])
 def test_signature_verifies_with_the_openai_sdk(secret: str) -> None:
-    event_id, payload = webhooks.event("batch.completed", "batch_" + "a" * 28, 1_800_000_000)
+    event_id, payload = signing.event("batch.completed", {"id": "batch_" + "a" * 28}, 1_800_000_000)
     body = json.dumps(payload, separators=(",", ":"))
     ts = int(time.time())
     headers = {"webhook-id": event_id, "webhook-timestamp": str(ts),
-               "webhook-signature": webhooks.sign(secret, event_id, ts, body)}
+               "webhook-signature": signing.sign(secret, event_id, ts, body)}
     event = OpenAI(api_key="test").webhooks.unwrap(body, headers, secret=secret)
     assert event.type == "batch.completed" and event.data.id == "batch_" + "a" * 28
     with pytest.raises(InvalidWebhookSignatureError):
@@ -70,5 +71,24 @@ def test_signature_verifies_with_the_openai_sdk(secret: str) -> None:
 
 
 def test_event_id_is_stable_per_batch_and_status() -> None:
-    assert webhooks.event("batch.completed", "batch_x", 1)[0] == webhooks.event("batch.completed", "batch_x", 2)[0]
-    assert webhooks.event("batch.completed", "batch_x", 1)[0] != webhooks.event("batch.expired", "batch_x", 1)[0]
+    def event_id(event_type: str, subject: str, created_at: int) -> str:
+        return signing.event(event_type, {"id": subject}, created_at)[0]
+
+    assert event_id("batch.completed", "batch_x", 1) == event_id("batch.completed", "batch_x", 2)
+    assert event_id("batch.completed", "batch_x", 1) != event_id("batch.expired", "batch_x", 1)
+    assert event_id("batch.completed", "batch_x", 1) != event_id("batch.completed", "batch_y", 1)
+
+
+def test_an_event_carries_its_domain_data_as_given() -> None:
+    event_id, payload = signing.event("pipeline.run.succeeded", {"id": "run_1", "pipeline_id": "pl_1"}, 5)
+    assert payload == {"id": event_id, "object": "event", "type": "pipeline.run.succeeded", "created_at": 5,
+                       "data": {"id": "run_1", "pipeline_id": "pl_1"}}
+    assert event_id.startswith("evt_") and len(event_id) == 32
+
+
+def test_only_a_failed_attempt_is_retried_with_backoff_until_the_attempts_run_out() -> None:
+    settings = Settings(webhook_max_attempts=3)
+    assert [delivery.retry_after(settings, delivery.FAILED, n) for n in range(3)] == [1, 2, None]
+    assert delivery.retry_after(Settings(webhook_max_attempts=20), delivery.FAILED, 10) == delivery.MAX_BACKOFF_S
+    for outcome in (delivery.DELIVERED, delivery.REFUSED, delivery.SKIPPED):
+        assert delivery.retry_after(settings, outcome, 0) is None

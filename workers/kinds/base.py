@@ -104,18 +104,20 @@ class KindHandler:
 
         Writes the error file (every failed item with its reason, one JSON line each:
         the items of dead-lettered chunks have no shard, so this is where they are) and
-        a manifest. Returns outbox ids to relay once the job's final status is committed
-        (e.g. a webhook).
+        a manifest, then the job's PROV-JSON document. Returns outbox ids to relay once the
+        job's final status is committed (e.g. a webhook).
         """
         failed = execution.failed_items(session, job.id)
-        errors = "".join(canonical_json(result_line(item, job)) + "\n" for item in failed)
-        store.put_bytes(job_errors_key(job.tenant_id, job.id), errors.encode(), "application/x-ndjson")
+        errors = "".join(canonical_json(result_line(item, job)) + "\n" for item in failed).encode()
+        store.put_bytes(job_errors_key(job.tenant_id, job.id), errors, "application/x-ndjson")
         counts = {state.value: n for state, n in execution.item_counts(session, job.id).items()}
         manifest = {"job_id": job.id, "kind": job.kind, "model": job.model, "seed": job.seed,
                     "params": job.params, "template_sha256": job.template_sha256, "counts": counts,
                     "chunks": job.chunk_count, "factory_version": __version__}
-        store.put_bytes(job_manifest_key(job.tenant_id, job.id), canonical_json(manifest).encode(),
-                        "application/json")
+        summary = canonical_json(manifest).encode()
+        store.put_bytes(job_manifest_key(job.tenant_id, job.id), summary, "application/json")
+        execution.write_provenance(session, store, job, {job_errors_key(job.tenant_id, job.id): errors,
+                                                         job_manifest_key(job.tenant_id, job.id): summary})
         return []
 
 

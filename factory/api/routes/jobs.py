@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from factory import kinds
 from factory.api.deps import SessionDep, SettingsDep, TenantDep
-from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, content
+from factory.api.openapi import BODY, CONFLICT, NOT_FOUND, Responses, content
 from factory.api.routing import MAX_BODY, api_router
 from factory.db.session import get_sessionmaker
 from factory.db.tenancy import bind_tenant
@@ -38,6 +38,18 @@ def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, tenant: 
     job, outbox_ids = jobs_service.cancel_job(session, tenant, job_id)
     relay.commit_then_publish(session, settings, outbox_ids)
     return jobs_service.describe(session, job)
+
+
+PROV_JSON: Responses = {200: {"description": "A W3C PROV-JSON document",
+                   "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+@router.get("/{job_id}/provenance", response_class=Response, responses={**CONFLICT, **PROV_JSON})
+def get_provenance(job_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+    """The job's W3C PROV-JSON document: inputs, template, model and output objects (with the sha256 of
+    what storage holds), the job and its chunks, the tenant and the worker processes."""
+    body = jobs_service.provenance_document(session, open_store(settings), tenant, job_id)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}/results", response_class=Response, responses=content("application/x-ndjson"))
