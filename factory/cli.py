@@ -44,14 +44,24 @@ def migrate() -> None:
     console.print("database is at the latest migration")
 
 
+MetricsPort = Annotated[int | None, typer.Option(
+    help="Serve Prometheus metrics at http://FACTORY_METRICS_HOST:PORT/metrics (default FACTORY_METRICS_PORT).")]
+
+
 @app.command()
 def api(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the HTTP API (migrates the database at start-up)."""
+    """Run the HTTP API (migrates the database at start-up); Prometheus metrics at /metrics."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
-    settings_with_broker()
+    from factory import logs
+    from factory.metrics import multiprocess
+
+    settings = settings_with_broker()
+    if workers > 1:  # each scrape reaches one process: they share their metrics through files
+        multiprocess.share_between_processes(settings, f"api-{port}")
     uvicorn.run("factory.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info")
+                log_level="info", log_config=logs.uvicorn_log_config(settings) or LOGGING_CONFIG)
 
 
 def _default_queues(settings: Settings) -> str:
@@ -67,6 +77,9 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (one per GPU).")] = None,
     pool: Annotated[str, typer.Option(help="prefork (default), solo or threads.")] = "prefork",
     loglevel: str = "INFO",
+    metrics_port: MetricsPort = None,
+    max_tasks_per_child: Annotated[int | None, typer.Option(
+        help="Replace a pool process after this many tasks (default: only when its memory grows too large).")] = None,
 ) -> None:
     """Run a Celery worker that generates text (needs the worker extra: torch + transformers)."""
     settings = settings_with_broker()
@@ -75,8 +88,13 @@ def worker(
             f"--queues={queues or _default_queues(settings)}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--hostname=factory-{settings.model}@%h", "--without-gossip", "--without-mingle"]
+    if max_tasks_per_child is not None:
+        argv.append(f"--max-tasks-per-child={max_tasks_per_child}")
+    env = os.environ.copy()
+    if metrics_port is not None:
+        env["FACTORY_METRICS_PORT"] = str(metrics_port)
     # Replace this process, so signals (SIGTERM for a warm shutdown) reach Celery directly.
-    os.execvpe(sys.executable, argv, os.environ.copy())
+    os.execvpe(sys.executable, argv, env)
 
 
 @app.command()
@@ -86,6 +104,7 @@ def reconcile(
                                                    "(default FACTORY_RECONCILE_INTERVAL_S).")] = None,
     grace: Annotated[float | None, typer.Option(help="Seconds before a wake-up counts as lost "
                                                 "(default FACTORY_RECONCILE_GRACE_S).")] = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Repair what crashes and outages leave behind: lost wake-ups, expired leases, dead letters.
 
@@ -95,6 +114,7 @@ def reconcile(
     import threading
 
     from factory import logs
+    from factory.metrics import exposition
     from factory.reliability.reconciler import Reconciler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -103,6 +123,9 @@ def reconcile(
     if interval is not None:
         settings = settings.model_copy(update={"reconcile_interval_s": interval})
     reconciler = Reconciler(settings, grace_s=grace)
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None and not once:
+        exposition.serve(settings, port)
     if once:
         result = reconciler.run_once()
         reconciler.step_down()
@@ -111,7 +134,8 @@ def reconcile(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"reconciler {reconciler.owner}: a pass every {settings.reconcile_interval_s:g}s")
+    logging.getLogger("factory.reliability.reconciler").info(
+        "reconciler %s: a pass every %gs", reconciler.owner, settings.reconcile_interval_s)
     reconciler.run_forever(stop)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +41,10 @@ def settings_with_broker() -> Settings:
     url = embedded_redis.ensure_running(settings.data_dir)
     os.environ["FACTORY_BROKER_URL"] = url
     get_settings.cache_clear()
-    console.print(f"[dim]embedded Redis running (state in {settings.data_dir})[/dim]")
+    if settings.log_format == "json":  # a service's output stays one JSON object per line
+        logging.getLogger("factory.embedded_redis").info("embedded Redis running (state in %s)", settings.data_dir)
+    else:
+        console.print(f"[dim]embedded Redis running (state in {settings.data_dir})[/dim]")
     return get_settings()
 
 

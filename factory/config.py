@@ -159,6 +159,21 @@ class Settings(BaseSettings):
     # Root log level of the API and worker processes (unset: uvicorn's and Celery's own); whatever
     # it is, secrets are masked and wire-level loggers stay at INFO (factory/logs.py).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    # "json": one JSON object per line, with the tenant, job, chunk and item ids and timings as fields
+    # (what a log pipeline wants; docker-compose sets it); "text": lines for a person at a terminal.
+    log_format: Literal["text", "json"] = "text"
+
+    # --- metrics (factory/metrics/; README "Watching the factory") --------------
+    # Every /metrics endpoint (the API's, a worker's, the reconciler's) requires
+    # ``Authorization: Bearer <token>`` when this is set; unset, they are open: keep them on a private network.
+    metrics_token: SecretStr | None = None
+    # A worker or the reconciler serves /metrics on this port (``--metrics-port``); unset: not served.
+    # The API serves /metrics on its own port.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Where processes that share metrics (a worker's pool children) keep their metric files; unset:
+    # ``data_dir``/metrics. PROMETHEUS_MULTIPROC_DIR, when set, wins.
+    metrics_dir: Path | None = None
 
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:

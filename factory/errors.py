@@ -39,6 +39,16 @@ class Unauthorized(FactoryError):
         return {"WWW-Authenticate": 'Bearer realm="factory"'}
 
 
+class MetricsUnauthorized(Unauthorized):
+    """/metrics without the metrics token (``FACTORY_METRICS_TOKEN``) it requires."""
+
+    code = "invalid_metrics_token"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
 class Forbidden(FactoryError):
     """A valid key without the scope this request needs."""
 

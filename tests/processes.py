@@ -34,15 +34,16 @@ def stack_env(database_url: str, broker_url: str, s3_endpoint: str, bucket: str,
 
 class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, *, pool: str = "prefork",
-                 concurrency: int = 1, queues: str | None = None) -> None:
+                 concurrency: int = 1, queues: str | None = None, args: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
-        args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
+        argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
                 f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
                 "--without-heartbeat", f"--hostname=test-{os.getpid()}-{free_port()}@%h"]
         if queues:
-            args.append(f"--queues={queues}")
-        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            argv.append(f"--queues={queues}")
+        argv.extend(args)
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def log(self) -> str:

@@ -276,11 +276,13 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 def test_expected_services_images_and_volumes() -> None:
     svcs = services()
     assert set(svcs) == {"redis", "postgres", "minio", "minio-init", "migrate", "api", "worker", "reconciler",
-                         "flower"}
+                         "flower", "prometheus", "grafana"}
     assert svcs["redis"]["image"].startswith("redis:7")
     assert "--appendonly" in svcs["redis"]["command"]
     assert svcs["postgres"]["image"].startswith("postgres:16")
     assert "mher/flower" in svcs["flower"]["image"]
+    assert svcs["prometheus"]["image"].startswith("prom/prometheus:v")
+    assert svcs["grafana"]["image"].startswith("grafana/grafana-oss:")
     for name, svc in svcs.items():
         for volume in svc.get("volumes", []):
             source = str(volume).split(":", 1)[0]
@@ -389,3 +391,54 @@ def test_dockerfile_runs_factory_as_non_root(dockerfile: str, base: str, subcomm
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", ".venv-*", ".factory", ".env"} <= ignored
+
+
+# --- Prometheus and Grafana ------------------------------------------------------------------------
+
+
+def metrics_port(service: str) -> int:
+    argv = factory_invocations(services()[service]["command"], service)[-1]
+    return int(argv[argv.index("--metrics-port") + 1])
+
+
+def test_prometheus_scrapes_every_factory_process_where_it_serves_metrics_with_the_token() -> None:
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = {name: [t for group in job["static_configs"] for t in group["targets"]] for name, job in jobs.items()}
+    assert targets == {"factory-api": ["api:8000"], "factory-worker": [f"worker:{metrics_port('worker')}"],
+                       "factory-reconciler": [f"reconciler:{metrics_port('reconciler')}"]}
+    token_file = "/prometheus/metrics-token"
+    assert all(job["authorization"] == {"credentials_file": token_file} for job in jobs.values())
+    prometheus = services()["prometheus"]
+    script = "\n".join(prometheus["command"])
+    assert f'"$$FACTORY_METRICS_TOKEN" > {token_file}' in script and "exec /bin/prometheus" in script
+    env = compose()["x-factory-env"]
+    assert prometheus["environment"]["FACTORY_METRICS_TOKEN"] == env["FACTORY_METRICS_TOKEN"]
+    assert env["FACTORY_METRICS_HOST"] == "0.0.0.0" and env["FACTORY_LOG_FORMAT"] == "json"
+    for name in ("worker", "reconciler"):  # reached on the compose network only
+        assert not any(str(metrics_port(name)) in str(p) for p in services()[name].get("ports", []))
+    for name in ("prometheus", "grafana"):
+        assert all(str(p).startswith("127.0.0.1:") for p in services()[name]["ports"]), name
+
+
+def _names_in(text: str) -> set[str]:
+    return set(re.findall(r"\bfactory_[a-z_]+", text))
+
+
+def test_the_dashboard_queries_only_metrics_the_factory_exports() -> None:
+    exported = _names_in((REPO / "factory/metrics/definitions.py").read_text()) | \
+        _names_in((REPO / "factory/reliability/metrics.py").read_text())
+    dashboard = json.loads((REPO / "deploy/grafana/factory.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {re.sub(r"_(total|bucket|sum|count)$", "", name) for e in exprs for name in _names_in(e)}
+    assert used and used <= exported, f"the dashboard queries unknown metrics: {sorted(used - exported)}"
+    assert {"factory_queue_messages", "factory_items", "factory_tokens", "factory_chunk_generation_seconds",
+            "factory_chunk_queue_wait_seconds", "factory_chunk_write_seconds", "factory_item_failures",
+            "factory_chunk_retries", "factory_dead_letters", "factory_reconciler_repairs", "factory_model_load_seconds",
+            "factory_campaign_copies", "factory_gpu_memory_bytes"} <= used
+    datasource = yaml.safe_load((REPO / "deploy/grafana/datasource.yml").read_text())["datasources"][0]
+    assert {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p} == {datasource["uid"]}
+    assert datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((REPO / "deploy/grafana/dashboards.yml").read_text())["providers"][0]
+    mounts = services()["grafana"]["volumes"]
+    assert f"./deploy/grafana/factory.json:{provider['options']['path']}/factory.json:ro" in mounts

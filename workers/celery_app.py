@@ -1,6 +1,8 @@
 """The Celery app for workers: JSON only, acks late, prefetch 1, one queue per model.
 
-Configuration is shared with the producer side (``factory.queue.celery_config``).
+Configuration is shared with the producer side (``factory.queue.celery_config``). With
+``FACTORY_METRICS_PORT`` set, the metrics folder the pool's processes share is set up first, before
+anything imports prometheus_client (factory/metrics/multiprocess.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from celery import Celery
 
 from factory import logs
 from factory.config import get_settings
+from factory.metrics import multiprocess
 from factory.queue import celery_config, model_queue, priority_queue
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,6 +22,8 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 settings = get_settings()
+if settings.metrics_port is not None:
+    multiprocess.share_between_processes(settings, f"worker-{settings.metrics_port}")
 logs.install(settings)
 app = Celery("factory-worker")
 app.conf.update(celery_config(settings))
@@ -36,6 +41,7 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 
+import workers.observability  # noqa: E402  (metrics and logs of chunks and tasks; the /metrics server)
 import workers.signals  # noqa: E402  (connects the model loading hooks)
 import workers.tasks.generate  # noqa: E402  (registers the tasks)
 import workers.tasks.lineage  # noqa: E402  (registers the lineage task)

@@ -21,6 +21,11 @@ during 1 or 3 delays the chunk (a retry with backoff) without using up an attemp
 
 The result is a ``ChunkOutcome``; the task maps it to Celery (workers/tasks/generate.py).
 A process told to stop (SystemExit, KeyboardInterrupt) gives the chunk back and re-raises.
+
+Every run ends with one ``chunk_finished`` event carrying a ``ChunkReport`` (ids, timings, item
+counts, tokens, failure reasons), filled as the run goes; metrics and logs subscribe to it
+(workers/chunk_events.py). While the run lasts, the chunk's id, and once claimed its job, tenant and
+attempt, are bound in the log context, so every line logged meanwhile names them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
+from factory import log_context
 from factory.config import Settings
 from factory.db.models import Chunk, Job
 from factory.db.session import session_scope
@@ -48,6 +54,7 @@ from factory.reliability.transient import is_transient, retry_delay
 from factory.storage import open_store
 from factory.storage.keys import result_shard_key
 from workers import runtime
+from workers.chunk_events import ChunkReport, chunk_finished
 from workers.kinds import handler_for
 from workers.kinds.base import Outcome, RunContext
 from workers.lease import LeaseKeeper
@@ -100,12 +107,24 @@ def relay_after_commit(settings: Settings, outbox_ids: list[str]) -> None:
 def run_chunk(settings: Settings, chunk_id: str, *, message_id: str, retries: int = 0) -> ChunkOutcome:
     """Claim, generate, record and close one chunk. ``message_id``: the task's (part of the lease owner);
     ``retries``: how many times this message was retried already."""
+    report = ChunkReport(chunk_id)
+    with log_context.scope(chunk_id=chunk_id):
+        outcome = _run(settings, chunk_id, message_id, retries, report)
+        report.result = outcome.result.value
+        if report.reason is None and outcome.error is not None:
+            report.reason = type(outcome.error).__name__
+        chunk_finished.send(sender=run_chunk, report=report)
+    return outcome
+
+
+def _run(settings: Settings, chunk_id: str, message_id: str, retries: int, report: ChunkReport) -> ChunkOutcome:
     started = time.monotonic()
     owner = execution.lease_owner(message_id, socket.gethostname(), os.getpid())
     try:
         claimed = _claim(settings, chunk_id, owner, started, retries)
     except execution.UnreadableChunk as exc:
         log.error("chunk %s: %s; it fails", chunk_id, exc)
+        report.reason = type(exc).__name__
         with session_scope(settings.database_url) as session:
             outbox_ids = execution.fail_unreadable(session, chunk_id, str(exc))
         relay_after_commit(settings, outbox_ids)
@@ -117,11 +136,15 @@ def run_chunk(settings: Settings, chunk_id: str, *, message_id: str, retries: in
         # Nothing was taken. Retrying re-publishes this message, so the wake-up survives.
         log.warning("could not claim chunk %s now (%s: database or storage away or slow); retrying",
                     chunk_id, type(exc).__name__)
+        report.reason = type(exc).__name__
         return ChunkOutcome(Result.RETRY, retry_delay(retries), exc)
     if claimed is None:
         return ChunkOutcome(Result.SKIPPED)
+    queue_s = max(0.0, time.time() - claimed.chunk.created_at.timestamp())
+    report.claimed(claimed.job, claimed.chunk.attempts, queue_s)
+    log_context.bind(job_id=claimed.job.id, tenant_id=claimed.job.tenant_id, attempt=claimed.chunk.attempts)
     with LeaseKeeper(settings, chunk_id, owner) as lease:
-        return _run_claimed(settings, claimed, owner, lease, started)
+        return _run_claimed(settings, claimed, owner, lease, started, report)
 
 
 def _claim(settings: Settings, chunk_id: str, owner: str, started: float,
@@ -149,10 +172,9 @@ def _claim(settings: Settings, chunk_id: str, owner: str, started: float,
 
 
 def _run_claimed(settings: Settings, claimed: execution.ClaimedChunk, owner: str, lease: LeaseKeeper,
-                 started: float) -> ChunkOutcome:
+                 started: float, report: ChunkReport) -> ChunkOutcome:
     chunk, job, items = claimed.chunk, claimed.job, claimed.items
-    ctx = RunContext(chunk_id=chunk.id, attempt=chunk.attempts,
-                     queue_ms=(time.time() - chunk.created_at.timestamp()) * 1000)
+    ctx = RunContext(chunk_id=chunk.id, attempt=chunk.attempts, queue_ms=(report.queue_s or 0.0) * 1000)
     try:
         handler = handler_for(job.kind)
         gen = runtime.get_generator(settings, job.model)
@@ -164,26 +186,29 @@ def _run_claimed(settings: Settings, claimed: execution.ClaimedChunk, owner: str
         if not isinstance(exc, SoftTimeLimitExceeded):
             log.warning("chunk %s failed: %s", chunk.id, describe_exception(exc))
         raised = exc if isinstance(exc, SoftTimeLimitExceeded) else ChunkFailed(type(exc).__name__)
-        return _give_back(settings, chunk, owner, exc, infrastructure=False, raised=raised)
+        return _give_back(settings, chunk, owner, exc, report, infrastructure=False, raised=raised)
     except BaseException as exc:
         # The process being told to stop (a SIGTERM to every worker process) is not the chunk's fault.
-        _give_back(settings, chunk, owner, exc, infrastructure=True)
+        _give_back(settings, chunk, owner, exc, report, infrastructure=True)
         raise
+    report.generated(items, outcomes, generate_ms / 1000)
     if lease.lost.is_set():
         return ChunkOutcome(Result.LEASE_LOST)
     provenance = [handler.provenance(gen, job, item, outcome, ctx, len(items), generate_ms)
                   for item, outcome in zip(items, outcomes, strict=True)]
     deadline = started + settings.task_soft_time_limit_s - SAVE_MARGIN_S
+    save_started = time.perf_counter()
     try:
         saved = _retry_transient(lambda: _save(settings, claimed, owner, outcomes, provenance), deadline)
     except Exception as exc:
         # Saving is a bounded amount of work: running out of time there means the database
         # or the storage hung, which is no reason to use up one of the chunk's attempts.
-        return _give_back(settings, chunk, owner, exc,
+        return _give_back(settings, chunk, owner, exc, report,
                           infrastructure=is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded))
     except BaseException as exc:
-        _give_back(settings, chunk, owner, exc, infrastructure=True)
+        _give_back(settings, chunk, owner, exc, report, infrastructure=True)
         raise
+    report.write_s = time.perf_counter() - save_started
     if saved is None:
         return ChunkOutcome(Result.LEASE_LOST)  # our lease ran out and another worker owns the chunk now
     relay_after_commit(settings, saved)
@@ -231,7 +256,7 @@ def _retry_transient(step: Callable[[], list[str] | None], deadline: float) -> l
             attempt += 1
 
 
-def _give_back(settings: Settings, chunk: Chunk, owner: str, exc: BaseException, *,
+def _give_back(settings: Settings, chunk: Chunk, owner: str, exc: BaseException, report: ChunkReport, *,
                infrastructure: bool, raised: BaseException | None = None) -> ChunkOutcome:
     """Release the chunk for a retry, or dead-letter it once its attempts are used up.
 
@@ -239,7 +264,7 @@ def _give_back(settings: Settings, chunk: Chunk, owner: str, exc: BaseException,
     the chunk; the attempt is given back so an outage never dead-letters work. ``raised``:
     what Celery is told when the chunk fails (default ``exc``); a retry names the exception type.
     """
-    reason = type(exc).__name__
+    reason = report.reason = type(exc).__name__
     raised = exc if raised is None else raised
     try:
         with session_scope(settings.database_url) as session:
@@ -255,6 +280,7 @@ def _give_back(settings: Settings, chunk: Chunk, owner: str, exc: BaseException,
                     chunk.id, type(db_exc).__name__)
         return ChunkOutcome(Result.FAILED, error=raised)
     if outbox_ids is not None:
+        report.dead_lettered = True
         relay_after_commit(settings, outbox_ids)
         return ChunkOutcome(Result.FAILED, error=raised)
     if released:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from factory.config import Settings
+from factory.metrics.definitions import MODEL_LOAD
 from factory.models import registry
 from workers.generators.base import Generator
 
@@ -35,10 +37,15 @@ def get_generator(settings: Settings, model: str) -> Generator:
     with _lock:
         gen = _generators.get(model)
         if gen is None:
+            started = time.perf_counter()
             gen = build_generator(settings, model)
             gen.load()
+            seconds = time.perf_counter() - started
             _generators[model] = gen
-            log.info("loaded generator %s for %s on %s", gen.info.name, model, gen.info.device)
+            MODEL_LOAD.labels(model, gen.info.name).observe(seconds)
+            log.info("loaded generator %s for %s on %s in %.2fs", gen.info.name, model, gen.info.device, seconds,
+                     extra={"data": {"event": "model_loaded", "model": model, "generator": gen.info.name,
+                                     "device": gen.info.device, "load_ms": round(seconds * 1000, 1)}})
         return gen
 
 

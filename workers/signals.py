@@ -10,8 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_init, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
+from factory import logs
 from factory.config import get_settings
 from factory.storage import open_store
 from workers import runtime
@@ -21,10 +29,17 @@ log = logging.getLogger(__name__)
 
 @after_setup_logger.connect
 def _apply_log_level(logger: logging.Logger, **_: Any) -> None:
-    """FACTORY_LOG_LEVEL over --loglevel when it is set (Celery sets the root level after our import)."""
-    level = get_settings().log_level
-    if level is not None:
-        logger.setLevel(level)
+    """FACTORY_LOG_LEVEL over --loglevel when it is set (Celery sets the root level after our import),
+    and FACTORY_LOG_FORMAT on the handlers Celery made."""
+    settings = get_settings()
+    if settings.log_level is not None:
+        logger.setLevel(settings.log_level)
+    logs.apply_format(settings)
+
+
+@after_setup_task_logger.connect
+def _apply_log_format(**_: Any) -> None:
+    logs.apply_format(get_settings())
 
 
 @worker_init.connect

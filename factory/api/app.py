@@ -13,6 +13,7 @@ from factory.api import errors, openapi, routing
 from factory.api.authentication import AuthenticationMiddleware
 from factory.api.deps import get_principal
 from factory.api.idempotency import IdempotencyMiddleware
+from factory.api.observability import ObservabilityMiddleware
 from factory.api.rate_limit import RateLimitMiddleware
 from factory.api.routes import (
     admin,
@@ -25,6 +26,7 @@ from factory.api.routes import (
     health,
     jobs,
     keys,
+    metrics,
     provenance,
     templates,
 )
@@ -32,6 +34,7 @@ from factory.auth import service as auth_service
 from factory.config import Settings, get_settings
 from factory.db import migrate, tenancy
 from factory.db.session import get_engine, get_sessionmaker
+from factory.metrics import multiprocess
 from factory.outbox import relay
 
 log = logging.getLogger(__name__)
@@ -54,20 +57,24 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                 log.warning("no API keys yet: every request will be a 401; make one with "
                             "`factory keys create --tenant NAME`")
         yield
+        multiprocess.process_exited()  # one of several API processes: its live gauges stop counting
 
     app = FastAPI(title="Content Factory", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     errors.install(app)
 
-    # Starlette runs the middleware added last first: the API key check, then the request rate of
+    # Starlette runs the middleware added last first: counting and timing every request (whatever
+    # answers it) and binding its request id for the logs, then the API key check, then the request rate of
     # the key and its tenant, then idempotency (whose stored responses are per tenant, so it needs the
     # caller; it replays the body it spooled, within the largest body limit). Each route then applies
     # its own body limit, media type and strict decoding (factory.api.routing).
     app.add_middleware(IdempotencyMiddleware, settings=settings)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(AuthenticationMiddleware, settings=settings)
+    app.add_middleware(ObservabilityMiddleware, routes_of=app)
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
     for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance):
         app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
     routing.check_routes(app)

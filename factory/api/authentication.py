@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from factory import log_context
 from factory.api.errors import error_body
 from factory.auth import service as auth_service
 from factory.auth.principal import Principal, required_scope
@@ -23,8 +24,10 @@ from factory.config import Settings
 from factory.db.session import get_sessionmaker
 from factory.errors import FactoryError, Forbidden
 
-# Reachable without a key: probes and the API's description of itself.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Reachable without a key: probes, the API's description of itself, and /metrics (which has a token of its
+# own, FACTORY_METRICS_TOKEN: factory.api.routes.metrics).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+                          "/metrics"})
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -61,6 +64,7 @@ class AuthenticationMiddleware:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        log_context.bind(tenant_id=principal.tenant_id)  # until the request ends (its log scope)
         await self.app(scope, receive, send)
 
     def _authenticate(self, token: str | None) -> Principal:

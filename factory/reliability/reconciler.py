@@ -12,7 +12,8 @@ duplicate wake-up is harmless, so two instances that both believe they lead
 
 Each rule runs in its own transaction, and what it asks to publish is relayed
 after its commit. A rule that fails (database or broker away) is logged and
-tried again next pass; the others still run.
+tried again next pass; the others still run. Each pass counts what it repaired
+(``factory_reconciler_repairs_total``), served by ``factory reconcile --metrics-port``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from factory.batches.service import expire_due_batches
 from factory.config import Settings
 from factory.db.session import get_sessionmaker, session_scope
 from factory.idempotency import service as idempotency_service
+from factory.metrics import definitions as metrics
 from factory.outbox import relay
 from factory.privacy import erasure, retention
 from factory.reliability import service
@@ -47,6 +49,11 @@ class Reconciler:
         self.leading = False
 
     def run_once(self) -> ReconcilePass:
+        result = self._pass()
+        _count(result)
+        return result
+
+    def _pass(self) -> ReconcilePass:
         if not self._lead():
             return ReconcilePass(leader=False)
         result = ReconcilePass(leader=True)
@@ -178,3 +185,15 @@ class Reconciler:
         with session_scope(self.settings.database_url) as session:
             result.idempotency_keys_purged = idempotency_service.purge_expired(
                 session, self.settings.idempotency_ttl_s, self.settings.retention_max_rows_per_pass)
+
+
+def _count(result: ReconcilePass) -> None:
+    """A pass's repairs as metrics: each non-zero count of the pass, by its name."""
+    metrics.RECONCILER_PASSES.labels("leader" if result.leader else "standby").inc()
+    for repair, n in result.model_dump(exclude={"leader", "failed_steps"}).items():
+        if n:
+            metrics.RECONCILER_REPAIRS.labels(repair).inc(n)
+    for step in result.failed_steps:
+        metrics.RECONCILER_STEP_FAILURES.labels(step).inc()
+    if result.dead_lettered:
+        metrics.DEAD_LETTERS.labels("reconciler").inc(result.dead_lettered)

@@ -24,7 +24,7 @@ from tests.services import SeaweedS3, free_port
 
 VALUE = "CANARYVALUE4e1d"  # a recipient's field: stored, rendered, generated from; never logged
 SECRETS = {"FACTORY_S3_ACCESS_KEY_ID": "CANARYACCESSKEY4e1d", "FACTORY_S3_SECRET_ACCESS_KEY": "CANARYSECRET4e1d",
-           "FACTORY_WEBHOOK_SECRET": "CANARYWEBHOOKSECRET4e1d"}
+           "FACTORY_WEBHOOK_SECRET": "CANARYWEBHOOKSECRET4e1d", "FACTORY_METRICS_TOKEN": "CANARYMETRICSTOKEN4e1d"}
 DB_PASSWORD = "CANARYDBPASSWORD4e1d"
 URL_TOKEN = "CANARYURLTOKEN4e1d"
 CANARIES = [VALUE, DB_PASSWORD, URL_TOKEN, *SECRETS.values()]
@@ -72,16 +72,19 @@ def _exercise(client: httpx.Client) -> list[str]:
     data = client.post("/v1/files", files={"file": ("a.csv", f"id,name\nr1,{VALUE}\n".encode())},
                        data={"purpose": "user_data"}).json()
     assert client.delete(f"/v1/files/{data['id']}").status_code == 200
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {SECRETS['FACTORY_METRICS_TOKEN']}"})
+    assert scraped.status_code == 200 and "factory_state_up 1.0" in scraped.text
     time.sleep(2)  # the webhook's first attempt
     return bodies
 
 
-@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+@pytest.mark.parametrize(("level", "log_format"), [("INFO", "text"), ("DEBUG", "text"), ("DEBUG", "json")])
 def test_no_canary_reaches_a_log_or_an_error_body(pg_db: str, broker_url: str, s3_server: SeaweedS3,
-                                                  s3_bucket: str, tmp_path: Path, level: str) -> None:
+                                                  s3_bucket: str, tmp_path: Path, level: str, log_format: str) -> None:
     database_url = make_url(pg_db).set(password=DB_PASSWORD).render_as_string(hide_password=False)
     env = stack_env(database_url, broker_url, s3_server.endpoint, s3_bucket, FACTORY_GENERATOR="fake",
-                    FACTORY_LOG_LEVEL=level, FACTORY_WEBHOOK_ALLOW_PRIVATE="true", FACTORY_CHUNK_SIZE="2")
+                    FACTORY_LOG_LEVEL=level, FACTORY_LOG_FORMAT=log_format, FACTORY_WEBHOOK_ALLOW_PRIVATE="true",
+                    FACTORY_CHUNK_SIZE="2")
     env.update(SECRETS)
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
     key = api_key(pg_db)  # a real key: its secret part (all but the 11-character prefix) is a canary too
@@ -93,7 +96,10 @@ def test_no_canary_reaches_a_log_or_an_error_body(pg_db: str, broker_url: str, s
     # The logs are there and say things (the test can fail): requests, tasks, the poisoned item.
     assert "POST /v1/jobs" in logs["api"] and "succeeded" in logs["worker"]
     if level == "DEBUG":
-        assert " DEBUG " in logs["api"] and "DEBUG" in logs["worker"]
+        debug = '"level": "DEBUG"' if log_format == "json" else " DEBUG "
+        assert debug in logs["api"] and debug.strip() in logs["worker"]
+    if log_format == "json":  # one JSON object per line, nothing else
+        assert all(json.loads(line) for text in logs.values() for line in text.splitlines() if line.strip())
     found = [(name, c) for name, text in [*logs.items(), *(("error body", b) for b in bodies)]
              for c in canaries if c in text]
     assert found == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import redis
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from factory.config import Settings
@@ -88,6 +89,24 @@ def test_unsent_outbox_messages_are_published(db_url: str, broker_url: str) -> N
         assert s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))) == 0
 
 
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_pass_counts_what_it_repaired_as_metrics(db_url: str, broker_url: str) -> None:
+    settings = _settings(db_url, broker_url, reconcile_lease_s=30)
+    leader, standby = Reconciler(settings), Reconciler(settings)
+    sent, led, stood = (_metric("factory_reconciler_repairs_total", repair="outbox_sent"),
+                        _metric("factory_reconciler_passes_total", role="leader"),
+                        _metric("factory_reconciler_passes_total", role="standby"))
+    _submit(settings, publish=False)
+    assert leader.run_once().outbox_sent == 3 and not standby.run_once().leader
+    leader.step_down()
+    assert _metric("factory_reconciler_repairs_total", repair="outbox_sent") == sent + 3
+    assert _metric("factory_reconciler_passes_total", role="leader") == led + 1
+    assert _metric("factory_reconciler_passes_total", role="standby") == stood + 1
+
+
 def test_a_young_unsent_message_is_left_to_its_publisher(db_url: str, broker_url: str) -> None:
     settings = _settings(db_url, broker_url).model_copy(update={"reconcile_grace_s": 60})
     rec = Reconciler(settings)
@@ -133,9 +152,11 @@ def test_chunk_out_of_attempts_is_dead_lettered_once(db_url: str, broker_url: st
             assert a.run_once().requeued_expired == 1
     with session_scope(db_url) as s:  # out of attempts: nobody may claim it any more
         assert execution.claim(s, chunks[0], "w3", 60, max_attempts=2) is None
+    dead = _metric("factory_dead_letters_total", source="reconciler")
     first = a.run_once()
     a.step_down()
     assert (first.dead_lettered, first.requeued_expired) == (1, 0)
+    assert _metric("factory_dead_letters_total", source="reconciler") == dead + 1
     assert b.run_once().dead_lettered == 0
     reason = f"gave up after 2 attempts: {LEASE_EXPIRED}"
     with session_scope(db_url) as s:

@@ -3,12 +3,13 @@ tests/integration/test_log_secrets.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
 
-from factory import logs
+from factory import log_context, logs
 from factory.config import Settings
 
 SETTINGS = Settings(database_url="postgresql+psycopg://app:db-pass-1234@db/factory",
@@ -79,3 +80,52 @@ def test_wire_level_loggers_stay_at_info_even_when_the_root_logs_debug(installed
         assert not logging.getLogger("sqlalchemy.engine.Engine").isEnabledFor(logging.INFO)
     finally:
         root.setLevel(level)
+
+
+def _json_line(name: str, msg: str, *args: object, exc: BaseException | None = None,
+               data: dict[str, object] | None = None) -> dict[str, object]:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    record = logging.getLogger(name).makeRecord(name, logging.INFO, __file__, 1, msg, args, exc_info,
+                                                extra={"data": data} if data is not None else None)
+    line = logs.JsonFormatter().format(record)
+    assert "\n" not in line  # one event, one line
+    parsed: dict[str, object] = json.loads(line)
+    return parsed
+
+
+def test_a_json_line_carries_the_ids_bound_in_its_context_and_its_data(installed: None) -> None:
+    with log_context.scope(tenant_id="acme", job_id="job_1"):
+        log_context.bind(chunk_id="chk_1", attempt=2)
+        line = _json_line("workers.x", "chunk %s done", "chk_1", data={"generate_ms": 12.5, "items_failed": 1})
+    outside = _json_line("workers.x", "later")
+    assert line["message"] == "chunk chk_1 done" and line["level"] == "INFO" and line["logger"] == "workers.x"
+    assert (line["tenant_id"], line["job_id"], line["chunk_id"], line["attempt"]) == ("acme", "job_1", "chk_1", 2)
+    assert (line["generate_ms"], line["items_failed"]) == (12.5, 1)
+    assert str(line["ts"]).endswith("Z") and "job_id" not in outside  # the scope restored what was there
+
+
+def test_a_json_line_masks_secrets_in_its_message_data_and_traceback(installed: None) -> None:
+    try:
+        raise RuntimeError("s3-secret-1234 refused")
+    except RuntimeError as exc:
+        error = exc
+    line = _json_line("factory.test", "using %s", "postgresql+psycopg://app:db-pass-1234@db/factory",
+                      exc=error, data={"url": "redis://:broker-pass-1234@redis:6379/0", "message": "spoof"})
+    text = json.dumps(line)
+    assert "db-pass-1234" not in text and "broker-pass-1234" not in text and "s3-secret-1234" not in text
+    assert line["message"] == "using postgresql+psycopg://app:***@db/factory"  # data cannot replace it
+    assert line["exc_type"] == "RuntimeError" and "Traceback" in str(line["exc"])
+
+
+def test_an_access_line_has_its_method_path_and_status_as_fields(installed: None) -> None:
+    line = _json_line("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "POST", "/v1/jobs?x=secret",
+                      "1.1", 202)
+    assert (line["http_method"], line["http_path"], line["http_status"]) == ("POST", "/v1/jobs", 202)
+
+
+def test_uvicorn_is_configured_with_json_lines_only_when_asked() -> None:
+    assert logs.uvicorn_log_config(SETTINGS) is None
+    config = logs.uvicorn_log_config(SETTINGS.model_copy(update={"log_format": "json"}))
+    assert config is not None and config["formatters"]["json"]["()"] == "factory.logs.JsonFormatter"
+    with_token = Settings(**{**SETTINGS.model_dump(), "metrics_token": "metrics-token-1234"})
+    assert "metrics-token-1234" in logs.secret_values(with_token)
