@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     resource_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Nesting of arrays and objects in a JSON body or JSONL line (the deepest body here is 5 levels).
     json_max_depth: int = Field(default=32, ge=4, le=256)
+    # Structured outputs (response_format json_schema): the schema's size as compact JSON and how deep its
+    # subschemas nest (properties, items, anyOf, $defs); OpenAI allows 10 levels. Checked at submit.
+    structured_schema_max_bytes: int = Field(default=32 * 1024, ge=256)
+    structured_schema_max_depth: int = Field(default=10, ge=1, le=32)
+    # Compiled grammars a worker process keeps, by schema sha256 (least recently used dropped first).
+    structured_grammar_cache_size: int = Field(default=64, ge=1)
     # Campaigns in segment mode generate per segment, so their audience may be far
     # larger than a job's item limit; segments still count against max_audience.
     campaign_max_recipients: int = Field(default=1_000_000, ge=1)

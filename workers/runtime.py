@@ -29,7 +29,8 @@ def build_generator(settings: Settings, model: str) -> Generator:
     local = materialize(spec, settings.model_cache_dir)
     return TransformersGenerator(model, local.path, local.weights_sha256, device=settings.device,
                                  dtype=settings.torch_dtype, batch=settings.chunk_size,
-                                 cache_dir=settings.model_cache_dir)
+                                 cache_dir=settings.model_cache_dir,
+                                 grammar_cache_size=settings.structured_grammar_cache_size)
 
 
 def get_generator(settings: Settings, model: str) -> Generator:

@@ -4,8 +4,9 @@ A line is ``{"custom_id", "method": "POST", "url", "body"}``. Each supported ``u
 has an expander that validates the body and returns item specs:
 
 - ``/v1/chat/completions``: one item per choice (``n``), each with the messages,
-  sampling parameters and stop strings in ``item.request`` (the worker's default
-  handler runs those), merged back into one chat completion with ``n`` choices.
+  sampling parameters, stop strings and ``response_format`` (checked once per distinct
+  format, factory/structured/) in ``item.request`` (the worker's default handler runs
+  those), merged back into one chat completion with ``n`` choices.
 - ``/v1/personalize``: the job API's personalization body; the template is rendered
   over the audience here, one item per (recipient, variant), merged back into one
   response listing every text.
@@ -143,6 +144,9 @@ class LineContext:
     # The JSON of a chat request after its messages, per distinct sampling parameters and stops
     # (a batch usually has a handful): ',"params":{...},"stop":[...]}'.
     _request_tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    # The JSON of a structured line's response_format for the worker, per distinct format as sent
+    # (its schema is checked once however many lines repeat it): ',"response_format":{...}'.
+    _format_tails: dict[tuple[bytes, bool], str] = field(default_factory=dict)
     # One template budget for the whole file: its personalize lines render against it together.
     render_budget: RenderBudget | None = None
 
@@ -165,6 +169,23 @@ class LineContext:
             tail = "," + tail[1:]
             if len(self._request_tails) < 1024:
                 self._request_tails[key] = tail
+        return tail
+
+    def format_tail(self, req: ChatCompletionRequest) -> str:
+        """',"response_format":{...}' to close a structured line's request JSON with; "" for free text."""
+        fmt = req.get("response_format")
+        if fmt is None or fmt["type"] == "text":
+            return ""
+        key = (to_json(fmt), bool(req.get("stop")))
+        tail = self._format_tails.get(key)
+        if tail is None:
+            try:
+                spec = chat_schemas.output_format(req, self.settings)
+            except InvalidInput as exc:
+                raise LineError("invalid_request", exc.message, f"body.{exc.field}"[:128]) from None
+            tail = ',"response_format":' + to_json(spec).decode()
+            if len(self._format_tails) < 256:
+                self._format_tails[key] = tail
         return tail
 
     def use_model(self, name: str, param: str = "body.model") -> str:
@@ -259,6 +280,7 @@ def _chat_choices(ctx: LineContext, req: ChatCompletionRequest) -> int:
     n = req.get("n", 1)
     if n > ctx.settings.max_variants:
         raise LineError("invalid_request", f"n must be at most {ctx.settings.max_variants}", "body.n")
+    ctx.format_tail(req)
     return n
 
 
@@ -270,6 +292,9 @@ def _expand_chat(ctx: LineContext, line_no: int, custom_id: str, req: ChatComple
     messages_json = to_json(messages)
     # The JSON of {"messages", "params", "stop"}, byte for byte what the serializer would write (tested).
     request_json = '{"messages":' + messages_json.decode() + ctx.request_tail(req)
+    format_tail = ctx.format_tail(req)
+    if format_tail:
+        request_json = request_json[:-1] + format_tail + "}"
     prompt = chat_schemas.last_user_message(messages)
     prompt_sha = hashlib.sha256(messages_json).hexdigest()  # chat_schemas.messages_sha256, without a 2nd encode
     record_json = f'{{"line":{line_no},"url":"{CHAT}"}}'

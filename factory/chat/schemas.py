@@ -20,9 +20,12 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictStr, w
 from pydantic_core import to_json
 from typing_extensions import TypedDict
 
-from factory.config import SETTING_MAXIMUM_MARK
+from factory.config import SETTING_MAXIMUM_MARK, Settings
+from factory.errors import InvalidInput
 from factory.metadata import Metadata
 from factory.models.registry import ModelName
+from factory.structured import checks as structured_checks
+from factory.structured.schemas import ResponseFormat
 
 # The same bounds as a personalization job's GenerationParams.
 MAX_TOKENS = 1024
@@ -73,6 +76,8 @@ class ChatCompletionRequest(TypedDict):
     stop: NotRequired[StopString | Annotated[list[StopString], Field(max_length=4)] | None]
     # Not OpenAI: the model's repetition penalty (1.0 = off).
     repetition_penalty: NotRequired[Annotated[float, Field(ge=1.0, le=2.0, allow_inf_nan=False)] | None]
+    # Structured outputs (json_schema, json_object): factory/structured/.
+    response_format: NotRequired[ResponseFormat | None]
     # Streaming is not offered: only false (or nothing) is accepted. Not Literal[False], which lets 0 through.
     stream: NotRequired[NotStreamed | None]
     # Accepted and ignored: they do not change what is generated.
@@ -95,6 +100,15 @@ def generation_params(req: ChatCompletionRequest) -> dict[str, Any]:
 def stop_list(req: ChatCompletionRequest) -> list[str]:
     stop = req.get("stop")
     return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def output_format(req: ChatCompletionRequest, settings: Settings) -> dict[str, Any] | None:
+    """The request's ``response_format`` for the worker (``structured.checks.output_format``), None for text."""
+    fmt = structured_checks.output_format(req.get("response_format"), settings)
+    if fmt is not None and req.get("stop"):
+        raise InvalidInput("stop cannot be combined with response_format: a stop string could cut the JSON short",
+                           field="stop")
+    return fmt
 
 
 def choices(req: ChatCompletionRequest) -> int:

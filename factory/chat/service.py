@@ -32,11 +32,23 @@ from factory.jobs import service as jobs_service
 from factory.jobs.repository import JobRepository
 from factory.jobs.writer import JobWriter
 from factory.models import registry
+from factory.structured import checks as structured_checks
 
 KIND = "chat"
 URL = "/v1/chat/completions"
 
 
+
+
+class StructuredOutputIncomplete(FactoryError):
+    """A structured output that ran out of ``max_tokens`` before its JSON was complete: no choice is
+    answered with a cut-off document."""
+
+    status_code = 422
+    code = "structured_output_incomplete"
+
+
+INCOMPLETE_PREFIX = f"{structured_checks.INCOMPLETE}: "
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,10 @@ def submit(session: Session, settings: Settings, tenant_id: str, body: ChatCompl
         raise InvalidInput(f"n must be at most {settings.max_variants}", field="n")
     params = chat_schemas.generation_params(body)
     messages = chat_schemas.generation_messages(body)
-    request = {"messages": messages, "params": params, "stop": chat_schemas.stop_list(body)}
+    request: dict[str, Any] = {"messages": messages, "params": params, "stop": chat_schemas.stop_list(body)}
+    response_format = chat_schemas.output_format(body, settings)
+    if response_format is not None:
+        request["response_format"] = response_format
     job_seed = secrets.randbelow(2**31)
     writer = JobWriter(session, settings, tenant_id=tenant_id, kind=KIND, model=model,
                        queue=settings.priority_queue_for_model(model), params=params, seed=job_seed)
@@ -72,6 +87,9 @@ def completion_if_done(session: Session, job: Job) -> dict[str, Any] | None:
         return None
     failed = [i for i in items if i.state != ItemState.SUCCEEDED]
     if failed:
+        cut = next((i.error for i in failed if (i.error or "").startswith(INCOMPLETE_PREFIX)), None)
+        if cut is not None:
+            raise StructuredOutputIncomplete(cut.removeprefix(INCOMPLETE_PREFIX), field="max_tokens")
         raise GenerationFailed("the model failed on this request; try again", field=None)
     return completion_body(items, job.model)
 

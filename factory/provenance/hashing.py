@@ -24,3 +24,9 @@ def derive_seed(job_seed: int, key: str, variant: int) -> int:
     so re-chunking a job or regenerating one item reproduces the same text."""
     digest = hashlib.sha256(f"{job_seed}:{key}:{variant}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+def schema_sha256(schema: Any) -> str:
+    """sha256 of a response_format JSON schema as compact JSON, keys in the order given (the order the model
+    writes them in, so two orders are two grammars); recorded in the provenance, keys the worker's grammar cache."""
+    return sha256_text(json.dumps(schema, separators=(",", ":"), ensure_ascii=False))

@@ -14,6 +14,17 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 
 
 @dataclass(frozen=True)
+class OutputFormat:
+    """A structured output: the text must be JSON following ``schema_json`` (any JSON object when None).
+
+    ``key`` names the grammar in the worker's cache: the schema's sha256 (``json_object`` for any object).
+    """
+
+    schema_json: str | None
+    key: str
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     messages: tuple[Message, ...]
     seed: int
@@ -26,6 +37,8 @@ class GenerationRequest:
     # model continues it instead of starting fresh, which steers small models into a
     # format far more reliably than instructions alone. Results hold the continuation only.
     prefill: str | None = None
+    # Structured output: decoding is constrained per row, so rows with and without one share a call.
+    response_format: OutputFormat | None = None
 
     @classmethod
     def from_prompt(cls, prompt: str, seed: int, system_prompt: str | None = None, **params: Any) -> GenerationRequest:
@@ -50,6 +63,9 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+    # Set when the text is not a result: a structured output cut off by max_new_tokens or not valid JSON
+    # ("code: message"); the item fails with it.
+    error: str | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from workers.generators import dtype_choice
+from workers.generators import dtype_choice, structured
 from workers.generators.base import (
     GenerationRequest,
     GenerationResult,
@@ -99,8 +99,11 @@ def pick_dtype(requested: str, device: torch.device, model_dir: Path, weights_sh
 
 class TransformersGenerator:
     def __init__(self, model_name: str, model_dir: Path, weights_sha256: str,
-                 device: str = "auto", dtype: str = "auto", batch: int = 8, cache_dir: Path | None = None) -> None:
+                 device: str = "auto", dtype: str = "auto", batch: int = 8, cache_dir: Path | None = None,
+                 grammar_cache_size: int = 64) -> None:
         self.model_dir = model_dir
+        self.grammar_cache_size = grammar_cache_size
+        self.grammars: structured.GrammarCache | None = None
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device, model_dir, weights_sha256, batch, cache_dir)
         self.info = GeneratorInfo(
@@ -132,6 +135,7 @@ class TransformersGenerator:
     def unload(self) -> None:
         self.model = None
         self.tokenizer = None
+        self.grammars = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -179,6 +183,12 @@ class TransformersGenerator:
             eos_token_id=eos, stop_strings=list(first.stop) or None,
         )
         processors = LogitsProcessorList()
+        masker: structured.GrammarMasker | None = None
+        compile_errors: dict[int, str] = {}
+        if any(r.response_format is not None for r in batch):  # before sampling: the sampler sees allowed tokens
+            masker, compile_errors = self._grammar_cache().masker(batch)
+            if masker is not None:
+                processors.append(masker)
         if first.temperature > 0:
             processors.append(PerRowSeededSampler([r.seed for r in batch], first.temperature, first.top_p))
         # Stop strings live in the config (passing them beside it is deprecated); matching them
@@ -196,6 +206,13 @@ class TransformersGenerator:
                 finish, counted = "stop", len(tokens) + 1  # the end-of-sequence token was generated too
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             text, finish = _cut_at_stop(text, first.stop, finish)
-            results.append(GenerationResult(text=text, prompt_tokens=int(prompt_counts[row]),
-                                            completion_tokens=counted, finish_reason=finish))
+            result = GenerationResult(text=text, prompt_tokens=int(prompt_counts[row]), completion_tokens=counted,
+                                      finish_reason=finish)
+            results.append(structured.check(batch[row], result, masker, row, compile_errors.get(row), eos))
         return results
+
+    def _grammar_cache(self) -> structured.GrammarCache:
+        if self.grammars is None:
+            self.grammars = structured.GrammarCache(self.tokenizer, int(self.model.config.vocab_size),
+                                                    self.tokenizer.eos_token_id, self.grammar_cache_size)
+        return self.grammars

@@ -3,6 +3,7 @@ batch that runs out of memory, an error file and a manifest."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -22,7 +23,14 @@ from factory.logs import describe_exception
 from factory.provenance.hashing import canonical_json
 from factory.storage import ObjectStore
 from factory.storage.keys import job_errors_key, job_manifest_key
-from workers.generators.base import GenerationRequest, GenerationResult, Generator, PromptTooLong, is_out_of_memory
+from workers.generators.base import (
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    OutputFormat,
+    PromptTooLong,
+    is_out_of_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +76,8 @@ class KindHandler:
             params = {k: v for k, v in {**job.params, **req.get("params", {})}.items() if k in PARAM_NAMES}
             stop = tuple(req.get("stop") or ())
             if req.get("messages"):
-                out.append(GenerationRequest(messages=tuple(req["messages"]), seed=item.seed, stop=stop, **params))
+                out.append(GenerationRequest(messages=tuple(req["messages"]), seed=item.seed, stop=stop,
+                                             response_format=output_format(req.get("response_format")), **params))
             else:
                 out.append(GenerationRequest.from_prompt(item.prompt, item.seed, job.system_prompt, stop=stop,
                                                          **params))
@@ -97,6 +106,9 @@ class KindHandler:
                         finish_reason=outcome.result.finish_reason)
         if outcome.extra:
             prov.update(outcome.extra)
+        fmt = req.get("response_format")
+        if fmt:  # what the output was held to; the schema itself is in the request, found by its hash
+            prov["response_format"] = {k: fmt[k] for k in ("type", "name", "strict", "schema_sha256") if k in fmt}
         return prov
 
     def finalize(self, session: Session, job: Job, store: ObjectStore) -> list[str]:
@@ -133,7 +145,7 @@ def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Ou
     if not reqs:
         return []
     try:
-        return [Outcome(r) for r in gen.generate(reqs)]
+        return [_outcome(r) for r in gen.generate(reqs)]
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:
@@ -147,6 +159,25 @@ def generate_isolating(gen: Generator, reqs: list[GenerationRequest]) -> list[Ou
     half = len(reqs) // 2
     return _sized(generate_isolating(gen, reqs[:half]), half) + \
         _sized(generate_isolating(gen, reqs[half:]), len(reqs) - half)
+
+
+def output_format(fmt: dict[str, Any] | None) -> OutputFormat | None:
+    """An item's ``response_format`` (factory/structured/checks.py wrote it) as the generator takes it."""
+    if not fmt:
+        return None
+    if fmt["type"] == "json_object":
+        return OutputFormat(None, "json_object")
+    return OutputFormat(json.dumps(fmt["schema"], separators=(",", ":"), ensure_ascii=False), fmt["schema_sha256"])
+
+
+def _outcome(result: GenerationResult) -> Outcome:
+    """A result, or the failure the generator found in it (a structured output cut off or not JSON):
+    never a text marked as success that is not what was asked for."""
+    if result.error is None:
+        return Outcome(result)
+    return Outcome(None, result.error, extra={"finish_reason": result.finish_reason,
+                                              "prompt_tokens": result.prompt_tokens,
+                                              "completion_tokens": result.completion_tokens})
 
 
 def _failed(exc: Exception) -> Outcome:
