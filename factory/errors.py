@@ -129,3 +129,11 @@ class GenerationFailed(FactoryError):
 
     status_code = 500
     code = "generation_failed"
+
+
+class StructuredOutputIncomplete(FactoryError):
+    """A structured output that ran out of ``max_tokens`` before its JSON was complete: no choice is
+    answered with a cut-off document."""
+
+    status_code = 422
+    code = "structured_output_incomplete"

@@ -27,7 +27,7 @@ from factory.chat.schemas import ChatCompletionRequest, messages_sha256
 from factory.chat.seeds import choice_seeds
 from factory.config import Settings
 from factory.db.models import Item, ItemState, Job
-from factory.errors import ChatTimeout, Conflict, GenerationFailed, InvalidInput
+from factory.errors import ChatTimeout, Conflict, GenerationFailed, InvalidInput, StructuredOutputIncomplete
 from factory.jobs import service as jobs_service
 from factory.jobs.repository import JobRepository
 from factory.jobs.writer import JobWriter
@@ -36,18 +36,6 @@ from factory.structured import checks as structured_checks
 
 KIND = "chat"
 URL = "/v1/chat/completions"
-
-
-
-
-class StructuredOutputIncomplete(FactoryError):
-    """A structured output that ran out of ``max_tokens`` before its JSON was complete: no choice is
-    answered with a cut-off document."""
-
-    status_code = 422
-    code = "structured_output_incomplete"
-
-
 INCOMPLETE_PREFIX = f"{structured_checks.INCOMPLETE}: "
 
 
