@@ -25,6 +25,7 @@ from factory.api.routes import (
     health,
     jobs,
     keys,
+    pipelines,
     provenance,
     templates,
 )
@@ -68,7 +69,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(AuthenticationMiddleware, settings=settings)
 
     app.include_router(health.router)
-    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance):
+    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance,
+                   pipelines):
         app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
     routing.check_routes(app)
     openapi.install(app, settings)
