@@ -2,9 +2,10 @@
 
 Runs a campaign definition (examples/campaign/) in one process through the same
 code the API and the worker run: the campaigns service plans and writes the job
-(SQLite, local storage in a temporary directory), the personalization handler
-generates, repairs and checks every chunk with the real model, and the finalize
-step writes the report and the exports. Prints the report's figures and, with
+(SQLite, local storage in a temporary directory), the worker's chunk runner
+(``workers.chunk_runner.run_chunk``, what the generate_chunk task calls) claims,
+generates, repairs, checks and records every chunk with the real model, and the
+finalize step writes the report and the exports. Prints the report's figures and, with
 ``--write``, records them in bench/README.md.
 
     python -m bench.campaign                                   # segment mode, 240 recipients
@@ -45,9 +46,9 @@ from factory.storage import open_store
 from factory.storage.keys import campaign_report_key
 from factory.templates import service as templates_service
 from factory.templates.schemas import TemplateCreate
-from workers.generators.base import Generator
-from workers.kinds.base import RunContext
-from workers.kinds.personalization import PersonalizationHandler
+from workers import runtime
+from workers.chunk_runner import Result, run_chunk
+from workers.kinds import handler_for
 
 REPO = Path(__file__).resolve().parents[1]
 README = Path(__file__).with_name("README.md")
@@ -69,23 +70,14 @@ def _limit_rows(campaign: dict[str, Any], n: int | None) -> dict[str, Any]:
     return {**campaign, "audience": audience}
 
 
-def _generator(settings: Settings, quick: bool) -> Generator:
-    if quick:
-        from workers.generators.fake import FakeGenerator
-
-        return FakeGenerator(settings.model)
-    from workers.runtime import build_generator
-
-    gen = build_generator(settings, settings.model)
-    gen.load()
-    return gen
-
-
 def run(definition: Path, recipients: int | None, chunk_size: int, quick: bool) -> dict[str, Any]:
     spec = load_campaign_file(definition)
     with tempfile.TemporaryDirectory() as tmp:
+        # An in-process broker: the finalize message the last chunk asks for is published without a
+        # Redis (and unread: finalization is run below, in this process).
         settings = Settings(database_url=f"sqlite:///{tmp}/bench.db", storage_url=f"file://{tmp}/objects",
-                            broker_url="redis://unused", chunk_size=chunk_size,
+                            broker_url="memory://", chunk_size=chunk_size,
+                            generator="fake" if quick else "transformers",
                             model_cache_dir=Path(os.environ.get("FACTORY_MODEL_CACHE_DIR", ".factory/models")))
         upgrade(settings.database_url)
         store = open_store(settings)
@@ -96,17 +88,17 @@ def run(definition: Path, recipients: int | None, chunk_size: int, quick: bool) 
                 templates_service.create_template(s, settings, "default", TemplateCreate.model_validate(tpl))
             body = CampaignCreate.model_validate(_limit_rows(spec.campaign, recipients))
             job_id = campaigns_service.create_campaign(s, settings, store, "default", body).job.id
-        gen = _generator(settings, quick)
-        handler = PersonalizationHandler()
+        gen = runtime.get_generator(settings, settings.model)  # loaded before the clock starts
         started = time.perf_counter()
         with session_scope(settings.database_url) as s:
             chunk_ids = JobRepository(s).chunk_ids(job_id)
-        for chunk_id in chunk_ids:
-            _run_chunk(settings, handler, gen, chunk_id)
+        for n, chunk_id in enumerate(chunk_ids):
+            outcome = run_chunk(settings, chunk_id, message_id=f"bench-{n}")
+            assert outcome.result == Result.DONE, (chunk_id, outcome)
         with session_scope(settings.database_url) as s:
             job = s.get(Job, job_id)
             assert job is not None
-            handler.finalize(s, job, store)
+            handler_for(job.kind).finalize(s, job, store)  # what the finalize_job task does
             execution.finish_job(s, job_id)
         report: dict[str, Any] = json.loads(store.get_bytes(campaign_report_key("default", job_id)))
         report["generate_s"] = round(time.perf_counter() - started, 1)
@@ -117,25 +109,6 @@ def run(definition: Path, recipients: int | None, chunk_size: int, quick: bool) 
             report["tokens_per_s"] = round(report["completion_tokens"] / max(report["generate_s"], 1e-9), 1)
             report["plan"] = CampaignPlan.model_validate(job.options["campaign"]).name
         return report
-
-
-def _run_chunk(settings: Settings, handler: PersonalizationHandler, gen: Generator, chunk_id: str) -> None:
-    """What generate_chunk does, minus the broker: claim, generate + check, record, close."""
-    with session_scope(settings.database_url) as s:
-        claimed = execution.claim(s, chunk_id, "bench", settings.chunk_lease_s)
-    assert claimed is not None
-    t0 = time.perf_counter()
-    outcomes = handler.run(gen, claimed.job, claimed.items)
-    ms = (time.perf_counter() - t0) * 1000
-    with session_scope(settings.database_url) as s:
-        for item, outcome in zip(claimed.items, outcomes, strict=True):
-            prov = handler.provenance(gen, claimed.job, item, outcome, RunContext(chunk_id, 1, 0.0),
-                                      len(claimed.items), ms)
-            if outcome.result is not None:
-                execution.record_success(s, item, outcome.result.text, prov, outcome.checks)
-            else:
-                execution.record_failure(s, item, outcome.error or "generation failed", prov, outcome.checks)
-        execution.complete(s, claimed.chunk, "bench", None)
 
 
 HEADER = ("| definition | mode | recipients | copies | model requests | before repair | after repair, 1st attempt "

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # How long an Idempotency-Key answers with its first response.
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
+    # OpenLineage run events (START, COMPLETE, FAIL, ABORT) for every job: to an HTTP endpoint
+    # (Marquez, DataHub: its base URL) and/or appended to a file (one JSON event per line).
+    lineage_url: str | None = None
+    lineage_file: str | None = None
+    lineage_namespace: str = "content-factory"
 
     # --- Scheduled pipelines (factory/pipelines/, ``factory scheduler``) ------
     # How often the scheduler looks for due slots (its beat entry), and the shortest interval a

@@ -41,10 +41,9 @@ from factory.config import Settings
 from factory.db.models import Chunk, Job
 from factory.db.session import session_scope
 from factory.jobs import execution
-from factory.jobs.service import result_line
+from factory.jobs import service as jobs_service
 from factory.logs import describe_exception
 from factory.outbox import relay
-from factory.provenance.hashing import canonical_json
 from factory.reliability.transient import is_transient, retry_delay
 from factory.storage import open_store
 from factory.storage.keys import result_shard_key
@@ -208,12 +207,9 @@ def _save(settings: Settings, claimed: execution.ClaimedChunk, owner: str, outco
                                   outcome.error, prov, outcome.checks)
             for item, outcome, prov in zip(claimed.items, outcomes, provenance, strict=True)])
         key = result_shard_key(job.tenant_id, job.id, chunk.seq)
-
-        def write_shard() -> None:
-            lines = (canonical_json(result_line(i, job)) + "\n" for i in execution.chunk_items(session, chunk.id))
-            open_store(settings).put_bytes(key, "".join(lines).encode(), "application/x-ndjson")
-
-        closed, outbox_ids = execution.complete(session, chunk, owner, key, on_closed=write_shard)
+        closed, outbox_ids = execution.complete(
+            session, chunk, owner, key,
+            on_closed=lambda: jobs_service.write_result_shard(session, open_store(settings), job, chunk.id, key))
         if not closed:
             session.rollback()
             return None

@@ -16,6 +16,8 @@ from factory.channels.checks import CheckRules
 from factory.channels.specs import channel
 from factory.channels.text import fill_merge_tags
 
+CAMPAIGN_KIND = "campaign"  # a campaign's job kind; its plan is the job's options["campaign"]
+
 
 class PinnedTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid")

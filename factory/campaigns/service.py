@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from factory.brands import service as brands_service
 from factory.campaigns import audience as aud
-from factory.campaigns.plan import CampaignPlan, MessagePlan, PinnedBrand, PinnedTemplate, VariantPlan
+from factory.campaigns.plan import CAMPAIGN_KIND, CampaignPlan, MessagePlan, PinnedBrand, PinnedTemplate, VariantPlan
 from factory.campaigns.repository import CampaignRepository
 from factory.campaigns.schemas import AudienceSource, CampaignCreate, CampaignOut, MessageSpec, VariantOut
 from factory.channels.checks import check_copy
@@ -261,7 +261,7 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
                job_seed: int) -> tuple[Job, list[str]]:
     """The job, one item per unit and variant, and its outbox: (job, outbox ids)."""
     pinned = canonical_json([{"name": t.name, "version": t.version, "sha256": t.sha256} for t in templates])
-    writer = JobWriter(session, settings, tenant_id=tenant_id, kind="personalization", model=model,
+    writer = JobWriter(session, settings, tenant_id=tenant_id, kind=CAMPAIGN_KIND, model=model,
                        queue=settings.queue_for_model(model), params=dict(plan.sampling), seed=job_seed,
                        options={"campaign": plan.model_dump(mode="json")}, template=pinned,
                        template_sha256=sha256_text(pinned), variants=len(plan.variants), job_id=job_id)
@@ -278,7 +278,7 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
 
 def get_campaign(session: Session, tenant_id: str, job_id: str) -> tuple[Job, CampaignPlan]:
     job = JobRepository(session).get(tenant_id, job_id)
-    if job is None or "campaign" not in (job.options or {}):
+    if job is None or job.kind != CAMPAIGN_KIND:
         raise NotFound("no such campaign", field="campaign_id")
     return job, CampaignPlan.model_validate(job.options["campaign"])
 

@@ -14,7 +14,7 @@ from factory.jobs import execution
 from factory.jobs.repository import JobRepository
 from factory.jobs.schemas import ItemCounts, JobOut
 from factory.provenance.hashing import canonical_json
-from factory.storage import ObjectStore
+from factory.storage.base import ObjectStore
 from factory.storage.keys import job_provenance_key
 
 
@@ -92,6 +92,13 @@ def result_line(item: Item, job: Job) -> dict[str, Any]:
     if item.check_status is not None:  # campaign copy: its fields and how its checks went
         line.update(fields=item.fields, check_status=item.check_status, failed_checks=item.failed_checks)
     return line
+
+
+def write_result_shard(session: Session, store: ObjectStore, job: Job, chunk_id: str, key: str) -> None:
+    """The chunk's JSONL shard: one ``result_line`` per item, under ``key`` (deterministic: a rerun
+    overwrites it). Written by the lease holder between closing the chunk and the commit."""
+    lines = (canonical_json(result_line(item, job)) + "\n" for item in JobRepository(session).chunk_items(chunk_id))
+    store.put_bytes(key, "".join(lines).encode(), "application/x-ndjson")
 
 
 def iter_results(session: Session, job: Job) -> Iterator[str]:

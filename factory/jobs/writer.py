@@ -21,6 +21,7 @@ from factory.config import Settings
 from factory.db.base import IdMaker, new_id, utcnow
 from factory.db.models import ChunkState, ItemState, Job, JobStatus
 from factory.jobs.repository import JobRepository, json_text
+from factory.lineage import events as lineage
 from factory.outbox.repository import OutboxRepository, Pending
 from factory.provenance.hashing import EMPTY_SHA256
 from factory.queue import GENERATE_CHUNK_TASK
@@ -146,4 +147,4 @@ class JobWriter:
         self.session.flush()
         self.messages = OutboxRepository(self.session).add_pending(GENERATE_CHUNK_TASK, self.job.queue,
                                                                    [[c] for c in self.chunk_ids])
-        return [m.id for m in self.messages]
+        return [m.id for m in self.messages] + lineage.request(self.session, self.settings, self.job, lineage.START)

@@ -59,9 +59,14 @@ def commit_then_publish(session: Session, settings: Settings, outbox_ids: Sequen
     chunks) go out pipelined, a page at a time: 2,500 chunk messages one by one, each stamped in a
     commit of its own, were 80% of a 20,000-recipient ``POST /v1/jobs``."""
     session.commit()
+    sent = 0
     if messages:
-        return publish_new(session, settings, messages)
-    return relay(session, settings, outbox_ids, bulk=len(outbox_ids) > 1) if outbox_ids else 0
+        sent = publish_new(session, settings, messages)
+        known = {m.id for m in messages}
+        outbox_ids = [i for i in outbox_ids if i not in known]  # the rest (a lineage event) goes out below
+    if outbox_ids:
+        sent += relay(session, settings, outbox_ids, bulk=len(outbox_ids) > 1)
+    return sent
 
 
 def publish_new(session: Session, settings: Settings, messages: Sequence[Pending]) -> int:

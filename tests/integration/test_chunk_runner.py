@@ -2,7 +2,9 @@
 PostgreSQL with the fake generator: each outcome in the situation that produces it.
 
 Faults are injected where the runner asks for its generator: one that raises (the chunk's fault),
-and one that lets another worker take the chunk over while it generates (the lease is lost).
+one that lets another worker take the chunk over while it generates (the lease is lost), one that
+stops the process; and around it: a database that is away at the claim, a store that is away when
+the shard is written (both delay the chunk without using up an attempt).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import make_url, update
+from sqlalchemy.exc import OperationalError
 
 from factory.config import Settings
 from factory.db.base import DEFAULT_TENANT
 from factory.db.models import Chunk, ChunkState, ItemState, Job, JobStatus
 from factory.db.session import session_scope
+from factory.errors import StorageError
 from factory.jobs import execution
 from factory.jobs.repository import JobRepository
 from factory.personalization import service as personalization_service
@@ -134,3 +138,68 @@ def test_a_chunk_whose_items_cannot_be_written_fails_without_a_retry(settings: S
     outcome = run_chunk(settings, chunks[0], message_id="m1")
     assert (outcome.result, outcome.error) == (Result.FAILED, None)
     assert chunk_row(settings, chunks[0]).state == ChunkState.FAILED
+
+
+def unreachable(db_url: str, tmp_path: Path) -> str:
+    """The same kind of database, away: a PostgreSQL port nobody listens on, an SQLite file in no folder."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        return str(url.set(database=str(tmp_path / "no-such-folder" / "factory.db")))
+    return url.set(port=1).render_as_string(hide_password=False)
+
+
+def test_a_database_away_at_the_claim_retries_with_backoff_and_takes_nothing(settings: Settings,
+                                                                              tmp_path: Path) -> None:
+    _, chunks = make_job(settings)
+    away = settings.model_copy(update={"database_url": unreachable(settings.database_url, tmp_path)})
+    outcome = run_chunk(away, chunks[0], message_id="m1", retries=3)
+    assert outcome.result == Result.RETRY and isinstance(outcome.error, OperationalError)
+    assert outcome.retry_after_s is not None and 0.75 * 2**3 <= outcome.retry_after_s <= 2**3  # backoff grows
+    row = chunk_row(settings, chunks[0])
+    assert (row.state, row.attempts, row.lease_owner) == (ChunkState.PENDING, 0, None)
+    assert run_chunk(settings, chunks[0], message_id="m1").result == Result.DONE  # once it is back
+
+
+class StorageAway:
+    """An object store that is down: every write fails the way a real backend's outage does."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
+        self.writes += 1
+        raise StorageError("object storage unavailable")
+
+
+def test_storage_away_while_saving_gives_the_chunk_back_without_using_an_attempt(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, chunks = make_job(settings)
+    settings = settings.model_copy(update={"task_soft_time_limit_s": 3})  # saving is retried for ~2 s
+    away = StorageAway()
+    monkeypatch.setattr(chunk_runner, "open_store", lambda _settings: away)
+    outcome = run_chunk(settings, chunks[0], message_id="m1")
+    assert away.writes >= 1
+    assert outcome.result == Result.RETRY and outcome.retry_after_s is not None and outcome.retry_after_s > 0
+    assert isinstance(outcome.error, chunk_runner.ChunkFailed) and str(outcome.error) == "StorageError"
+    row = chunk_row(settings, chunks[0])
+    assert (row.state, row.attempts, row.storage_key, row.last_error) == (ChunkState.PENDING, 0, None, "StorageError")
+    with session_scope(settings.database_url) as s:  # the save was rolled back whole
+        assert {i.state for i in JobRepository(s).chunk_items(chunks[0])} == {ItemState.PENDING}
+    monkeypatch.undo()
+    # However many outages, the chunk keeps its attempts (chunk_max_attempts=2 here).
+    assert run_chunk(settings, chunks[0], message_id="m1").result == Result.DONE
+    assert chunk_row(settings, chunks[0]).attempts == 1
+
+
+def stopping(*_: object) -> Generator:
+    raise SystemExit(0)  # a warm shutdown reaching the task (a SIGTERM to the worker process)
+
+
+def test_a_process_told_to_stop_gives_the_chunk_back_and_stops(settings: Settings,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _, chunks = make_job(settings)
+    monkeypatch.setattr(chunk_runner.runtime, "get_generator", stopping)
+    with pytest.raises(SystemExit):
+        run_chunk(settings, chunks[0], message_id="m1")
+    row = chunk_row(settings, chunks[0])
+    assert (row.state, row.attempts, row.lease_owner, row.last_error) == (ChunkState.PENDING, 0, None, "SystemExit")

@@ -10,7 +10,7 @@ from factory.db.models import Item, Job
 from factory.provenance.hashing import derive_seed
 from workers.generators.base import GenerationRequest, GenerationResult
 from workers.generators.fake import FakeGenerator
-from workers.kinds.personalization import PersonalizationHandler
+from workers.kinds.campaign import CampaignHandler
 
 FOOTER = "Reply STOP to opt out."
 
@@ -57,7 +57,7 @@ def test_failing_items_of_a_chunk_are_regenerated_together_with_new_seeds() -> N
     p = plan()
     job, items = job_and_items(p, units=5)
     gen = RecordingFake()
-    outcomes = PersonalizationHandler().run(gen, job, items)
+    outcomes = CampaignHandler().run(gen, job, items)
 
     # One batched call per attempt, each holding every item still failing.
     assert len(gen.batches[0]) == 10
@@ -90,8 +90,8 @@ def test_failing_items_of_a_chunk_are_regenerated_together_with_new_seeds() -> N
 def test_outcomes_are_reproducible_and_attempts_bounded() -> None:
     p = plan(max_attempts=1)
     job, items = job_and_items(p, units=3)
-    first = PersonalizationHandler().run(RecordingFake(), job, items)
-    again = PersonalizationHandler().run(RecordingFake(), job, items)
+    first = CampaignHandler().run(RecordingFake(), job, items)
+    again = CampaignHandler().run(RecordingFake(), job, items)
     assert [o.result.text for o in first if o.result] == [o.result.text for o in again if o.result]
     assert all(o.extra and o.extra["campaign"]["attempts"] == 1 for o in first)
     failed = [o for o in first if o.checks and o.checks.status == "failed"]

@@ -5,14 +5,17 @@ A new kind is a new module here plus one line in ``HANDLERS``; the task code sta
 
 from __future__ import annotations
 
+from factory.campaigns.plan import CAMPAIGN_KIND
 from workers.kinds.augmentation import AugmentationHandler
 from workers.kinds.base import KindHandler
 from workers.kinds.batch import BatchHandler
+from workers.kinds.campaign import CampaignHandler
 from workers.kinds.chat import ChatHandler
 from workers.kinds.personalization import PersonalizationHandler
 
 HANDLERS: dict[str, KindHandler] = {
     "personalization": PersonalizationHandler(),
+    CAMPAIGN_KIND: CampaignHandler(),
     "augmentation": AugmentationHandler(),
     "batch": BatchHandler(),
     "chat": ChatHandler(),

@@ -12,10 +12,13 @@ import logging
 from typing import Any
 
 from celery import Task
+from sqlalchemy.orm import Session
 
-from factory.config import get_settings
+from factory.config import Settings, get_settings
+from factory.db.models import Job, JobStatus
 from factory.db.session import session_scope
 from factory.jobs import execution
+from factory.lineage import events as lineage
 from factory.logs import describe_exception
 from factory.queue import FINALIZE_JOB_TASK, GENERATE_CHUNK_TASK
 from factory.reliability.transient import is_transient, retry_delay
@@ -54,12 +57,22 @@ def finalize_job(self: Task, job_id: str) -> str:
                 return "skipped"
             outbox_ids = handler_for(job.kind).finalize(session, job, open_store(settings))
             status: Any = execution.finish_job(session, job_id)
+            outbox_ids += _lineage(session, settings, job, status)
     except Exception as exc:
         if is_transient(exc) or self.request.retries < FINALIZE_MAX_RETRIES:
             raise self.retry(countdown=retry_delay(self.request.retries), exc=exc) from exc
         log.error("finalizing job %s failed: %s", job_id, describe_exception(exc))
         with session_scope(settings.database_url) as session:
-            execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
+            status = execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
+            job = session.get(Job, job_id)
+            outbox_ids = _lineage(session, settings, job, status) if job is not None else []
+        relay_after_commit(settings, outbox_ids)
         return "failed"
     relay_after_commit(settings, outbox_ids)  # after the final status is committed
     return f"finished:{status}"
+
+
+def _lineage(session: Session, settings: Settings, job: Job, status: JobStatus | None) -> list[str]:
+    """The job's final OpenLineage event (COMPLETE, FAIL or ABORT), asked for in the transaction that ends it."""
+    event_type = lineage.final_event_type(status)
+    return lineage.request(session, settings, job, event_type) if event_type else []
