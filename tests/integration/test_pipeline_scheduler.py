@@ -6,7 +6,9 @@ Deadlines are generous (a loaded 2-core machine): every wait polls for its condi
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,15 +18,21 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from openai import OpenAI
+from sqlalchemy import select
 
 from factory.config import Settings
+from factory.db.models import PipelineRun
+from factory.db.session import get_sessionmaker
 from tests.keys import api_test_client
 from tests.pipeline_data import batch_pipeline, chat_lines, upload
 from tests.processes import factory_env, scheduler, worker
 from tests.services import wait_for
+from tests.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
 TICK_S, OUTAGE_S = "0.5", "4"
+SECRET = "whsec_" + base64.b64encode(b"pipeline-webhook-secret-0123456").decode()
 
 
 @pytest.fixture
@@ -32,13 +40,14 @@ def env(pg_db: str, broker_url: str, tmp_path: Path) -> dict[str, str]:
     return factory_env(FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url,
                        FACTORY_STORAGE_URL=f"file://{tmp_path}/objects", FACTORY_GENERATOR="fake",
                        FACTORY_PIPELINE_TICK_S=TICK_S, FACTORY_SCHEDULER_OUTAGE_S=OUTAGE_S,
-                       FACTORY_SCHEDULER_LOCK_TIMEOUT_S="5", FACTORY_PIPELINE_MIN_INTERVAL_S="1")
+                       FACTORY_SCHEDULER_LOCK_TIMEOUT_S="5", FACTORY_PIPELINE_MIN_INTERVAL_S="1",
+                       FACTORY_WEBHOOK_SECRET=SECRET, FACTORY_WEBHOOK_ALLOW_PRIVATE="true")
 
 
 @pytest.fixture
 def client(env: dict[str, str]) -> Iterator[TestClient]:
     settings = Settings(database_url=env["FACTORY_DATABASE_URL"], broker_url=env["FACTORY_BROKER_URL"],
-                        storage_url=env["FACTORY_STORAGE_URL"], pipeline_min_interval_s=1)
+                        storage_url=env["FACTORY_STORAGE_URL"], pipeline_min_interval_s=1, webhook_secret=SECRET)
     with api_test_client(settings) as c:
         yield c
 
@@ -197,3 +206,42 @@ def test_new_since_last_run_takes_each_dropped_file_exactly_once(
     assert len(taken) == len(set(taken)), taken  # no file twice
     assert set(taken) - set(dropped) == {taken[0]} and set(dropped) <= set(taken)  # plus the seed file, once
     assert all(r["status"] == "succeeded" for r in runs if r["jobs"])
+
+
+def test_a_signed_webhook_on_run_success_and_failure_with_retries(
+        env: dict[str, str], client: TestClient, tmp_path: Path) -> None:
+    good_file = upload(client, chat_lines("a"), "inbox-a.jsonl")
+    doomed_file = upload(client, chat_lines("b"), "inbox-b.jsonl")
+    events: dict[str, dict[str, dict[str, Any]]] = {}  # type -> event id -> event (a retry repeats one)
+    with webhook_receiver([500, 200]) as receiver, worker(env, tmp_path / "worker.log"), \
+            scheduler(env, tmp_path / "scheduler.log"):
+        good = _create(client, batch_pipeline("good", 3600, file_id=good_file, webhook_url=receiver.url))
+        doomed = _create(client, batch_pipeline("doomed", 1, file_id=doomed_file, webhook_url=receiver.url))
+        assert client.delete(f"/v1/files/{doomed_file}").status_code == 200  # its runs will fail to start
+        run = client.post(f"/v1/pipelines/{good}/run").json()
+
+        def both_arrived() -> bool:
+            events.clear()
+            for headers, body in list(receiver.received):
+                OpenAI(api_key="test").webhooks.verify_signature(body, headers, secret=SECRET)
+                payload = json.loads(body)
+                events.setdefault(payload["type"], {})[payload["id"]] = payload
+            return "pipeline.run.succeeded" in events and "pipeline.run.failed" in events
+
+        wait_for(both_arrived, 90, "a success and a failure event")
+        client.post(f"/v1/pipelines/{doomed}/pause")
+    [ok] = [e for e in events["pipeline.run.succeeded"].values() if e["data"]["id"] == run["id"]]
+    assert ok["data"]["pipeline"] == "good" and ok["data"]["status"] == "succeeded"
+    assert ok["data"]["counts"]["succeeded"] == 2 and ok["data"]["jobs"][0]["file_id"] == good_file
+    failed = next(iter(events["pipeline.run.failed"].values()))["data"]
+    assert failed["pipeline"] == "doomed" and failed["jobs"] == [] and failed["error"].startswith("input.file_id")
+    # The first delivery was answered 500 and retried once; every other one went through at once (the
+    # outcome is recorded just after the receiver answered: poll for it).
+    def recorded() -> list[PipelineRun]:
+        with get_sessionmaker(env["FACTORY_DATABASE_URL"])() as s:
+            return list(s.scalars(select(PipelineRun).where(PipelineRun.webhook_attempts > 0)))
+
+    wait_for(lambda: all(r.webhook_delivered_at is not None for r in recorded()), 30, "the outcomes recorded")
+    attempts = sorted(r.webhook_attempts for r in recorded())
+    assert attempts.count(2) == 1 and set(attempts) == {1, 2}, attempts
+    assert all(r.webhook_last_error is None for r in recorded())
