@@ -13,11 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from factory.client import load_campaign_file
 from factory.config import Settings
 from factory.db.base import utcnow
 from factory.db.models import Batch, Job, Pipeline, PipelineRun
 from factory.db.session import get_sessionmaker
 from factory.pipelines import firing
+from factory.pipelines.cli import load_specs
 from factory.pipelines.repository import PipelineRepository
 from factory.pipelines.tick import run_tick
 from factory.storage import open_store
@@ -239,3 +241,27 @@ def test_another_tenant_sees_nothing(client: TestClient, settings: Settings) -> 
         # The prefix looks at this tenant's files only.
         r = other.post("/v1/pipelines", json=batch_pipeline("inbox", prefix="inbox-"))
         assert r.status_code == 404 and r.json()["error"]["field"] == "input.prefix"
+
+
+def test_the_readme_weekly_newsletter_applies_and_runs(client: TestClient, settings: Settings) -> None:
+    """README, "Scheduled pipelines": the example brand and templates, marketing's audience upload, the
+    example pipeline file applied (twice: the second changes nothing), then run now."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    campaign = load_campaign_file(examples / "campaign" / "campaign-segments.json")
+    assert campaign.brand is not None
+    brand = dict(campaign.brand)
+    assert client.put(f"/v1/brands/{brand.pop('name')}", json=brand).status_code in (200, 201)
+    for template in campaign.templates:
+        body = dict(template)
+        assert client.put(f"/v1/templates/{body.pop('name')}", json=body).status_code in (200, 201)
+    audience = upload(client, (examples / "campaign" / "audience-240.csv").read_bytes(), "audience-240.csv",
+                      purpose="user_data")
+    [spec] = load_specs(examples / "pipelines" / "weekly-newsletter.yaml")
+    r = client.post("/v1/pipelines", json=spec)
+    assert r.status_code == 201, r.text
+    assert client.post("/v1/pipelines", json=spec).json()["applied"] == "unchanged"
+    run = client.post(f"/v1/pipelines/{r.json()['id']}/run").json()
+    assert run["status"] == "queued" and run["jobs"][0]["file_id"] == audience
+    campaign_out = client.get(f"/v1/campaigns/{run['jobs'][0]['job_id']}").json()
+    assert campaign_out["name"] == "weekly-newsletter" and campaign_out["recipients"] == 240
+    assert run["counts"]["total"] == campaign_out["counts"]["total"] > 0
