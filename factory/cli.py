@@ -21,6 +21,7 @@ from factory.cli_common import DEFAULT_API, ApiUrl, api_errors, console, setting
 from factory.client import ApiError, FactoryClient, load_job_file
 from factory.config import Settings, get_settings
 from factory.demo import demo
+from factory.pipelines.cli import pipelines_app
 from factory.provenance.hashing import sha256_text
 from factory.quotas.cli import tenants_app
 
@@ -32,6 +33,7 @@ app = typer.Typer(help="Content factory: bulk text generation over a job queue."
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(pipelines_app, name="pipelines")
 app.command()(demo)
 
 
@@ -95,6 +97,17 @@ def worker(
         env["FACTORY_METRICS_PORT"] = str(metrics_port)
     # Replace this process, so signals (SIGTERM for a warm shutdown) reach Celery directly.
     os.execvpe(sys.executable, argv, env)
+
+
+@app.command()
+def scheduler(loglevel: str = "INFO") -> None:
+    """Run the pipeline scheduler (Celery beat with a Redis lock): safe to start several, one ticks."""
+    from factory.pipelines.beat import SCHEDULER_CLASS
+
+    settings_with_broker()
+    argv = [sys.executable, "-m", "celery", "-A", "factory.pipelines.scheduler_app", "beat",
+            f"--scheduler={SCHEDULER_CLASS}", f"--loglevel={loglevel}"]
+    os.execvpe(sys.executable, argv, os.environ.copy())
 
 
 @app.command()

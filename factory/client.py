@@ -101,6 +101,27 @@ class FactoryClient:
             written.append(target)
         return written
 
+    # --- pipelines -----------------------------------------------------------
+    def apply_pipeline(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/pipelines", json=spec))  # type: ignore[no-any-return]
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/v1/pipelines"))["data"]  # type: ignore[no-any-return]
+
+    def pipeline_named(self, name: str) -> dict[str, Any]:
+        for pipeline in self.pipelines():
+            if pipeline["name"] == name:
+                return pipeline
+        raise ApiError(404, {"error": {"message": f"no pipeline named {name!r}", "field": "name"}})
+
+    def pipeline_action(self, pipeline_id: str, action: str) -> dict[str, Any]:
+        """``pause``, ``resume`` or ``run`` (the run it wrote)."""
+        return self._check(self.http.post(f"/v1/pipelines/{pipeline_id}/{action}"))  # type: ignore[no-any-return]
+
+    def pipeline_runs(self, pipeline_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        return self._check(self.http.get(  # type: ignore[no-any-return]
+            f"/v1/pipelines/{pipeline_id}/runs", params={"limit": limit}))["data"]
+
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz", timeout=2).status_code == 200

@@ -138,6 +138,19 @@ class Settings(BaseSettings):
     lineage_file: str | None = None
     lineage_namespace: str = "content-factory"
 
+    # --- Scheduled pipelines (factory/pipelines/, ``factory scheduler``) ------
+    # How often the scheduler looks for due slots (its beat entry), and the shortest interval a
+    # pipeline may have (a cron fires at most once a minute anyway).
+    pipeline_tick_s: float = Field(default=5.0, gt=0)
+    pipeline_min_interval_s: int = Field(default=60, ge=1)
+    # Files one "new since the last run" firing takes at most (the rest go to the next slot).
+    pipeline_max_inputs_per_run: int = Field(default=20, ge=1, le=1000)
+    # No scheduler heartbeat for this long means no scheduler ran: the slots that came due then are
+    # "missed", and each pipeline's catch-up policy decides (run the latest once, or skip them).
+    scheduler_outage_s: float = Field(default=30.0, gt=0)
+    # The scheduler's Redis lock (celery-redbeat): a standby takes over this long after a crash.
+    scheduler_lock_timeout_s: int = Field(default=30, ge=2)
+
     # --- Quotas and rate limits (0 = unlimited; a tenant's own values, set with
     # `factory tenants set-quota`, replace these; see factory/quotas/) ---------
     # Requests per key and per tenant in a moving window of quota_requests_window_s seconds.
@@ -187,6 +200,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "need task_soft_time_limit_s < task_time_limit_s < broker_visibility_timeout_s"
             )
+        if not self.scheduler_lock_timeout_s > self.pipeline_tick_s < self.scheduler_outage_s:
+            raise ValueError("need pipeline_tick_s below scheduler_lock_timeout_s and scheduler_outage_s")
         if not self.reconcile_lease_s > self.reconcile_interval_s:
             raise ValueError("need reconcile_lease_s > reconcile_interval_s")
         return self

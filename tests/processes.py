@@ -111,3 +111,49 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[st
         if time.monotonic() > deadline:
             raise AssertionError(f"job did not finish in {timeout}s: {job}")
         time.sleep(0.25)
+
+
+class SchedulerProcess:
+    """``factory scheduler`` (Celery beat with the redbeat lock) as a real process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "scheduler"], cwd=REPO, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def holds_lock(self) -> bool:
+        return "beat: Acquired lock" in self.log()
+
+    def wait_lock(self, timeout: float = 90) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError("scheduler exited:\n" + self.log()[-3000:])
+            return self.holds_lock()
+
+        wait_for(ready, timeout, "the scheduler to take the lock")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM: beat closes its scheduler, which gives the lock back."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+@contextmanager
+def scheduler(env: dict[str, str], log_path: Path, *, wait: bool = True) -> Iterator[SchedulerProcess]:
+    s = SchedulerProcess(env, log_path)
+    try:
+        if wait:
+            s.wait_lock()
+        yield s
+    finally:
+        s.stop()

@@ -45,4 +45,5 @@ import workers.observability  # noqa: E402  (metrics and logs of chunks and task
 import workers.signals  # noqa: E402  (connects the model loading hooks)
 import workers.tasks.generate  # noqa: E402  (registers the tasks)
 import workers.tasks.lineage  # noqa: E402  (registers the lineage task)
+import workers.tasks.pipelines  # noqa: E402  (the scheduler's tick)
 import workers.tasks.webhooks  # noqa: E402,F401  (registers the webhook task)

@@ -27,6 +27,7 @@ from factory.api.routes import (
     jobs,
     keys,
     metrics,
+    pipelines,
     provenance,
     templates,
 )
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance):
+    for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance,
+                   pipelines):
         app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
     routing.check_routes(app)
     openapi.install(app, settings)

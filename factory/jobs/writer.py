@@ -28,6 +28,16 @@ from factory.queue import GENERATE_CHUNK_TASK
 from factory.quotas.service import admit
 
 _PENDING, _FAILED = ItemState.PENDING.value, ItemState.FAILED.value
+# session.info key: this session only rehearses a submission and is always rolled back (``rehearsal``).
+_REHEARSAL = "job_writer.rehearsal"
+
+
+def rehearsal(session: Session) -> Session:
+    """Mark ``session`` as one whose jobs are written only to be checked, then rolled back whole (a
+    scheduled pipeline's spec, validated by the kind's own create function when it is saved): ``finish``
+    spends no quota there, since nothing will run."""
+    session.info[_REHEARSAL] = True
+    return session
 
 
 class JobWriter:
@@ -132,7 +142,8 @@ class JobWriter:
         self.flush()
         self.job.item_count, self.job.chunk_count = self.count, len(self.chunk_ids)
         # Refused: the caller's transaction rolls all of it back.
-        admit(self.session, self.settings, self.job, prompt_bytes=self.prompt_bytes)
+        if not self.session.info.get(_REHEARSAL):
+            admit(self.session, self.settings, self.job, prompt_bytes=self.prompt_bytes)
         self.session.flush()
         self.messages = OutboxRepository(self.session).add_pending(GENERATE_CHUNK_TASK, self.job.queue,
                                                                    [[c] for c in self.chunk_ids])

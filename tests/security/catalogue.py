@@ -84,6 +84,15 @@ ENDPOINTS = [
              lambda s: s.resource_max_body_bytes),
     Endpoint("POST", "/v1/admin/keys/{key_id}/revoke", "/v1/admin/keys/key_0000/revoke", {"note": SLOT}, "note",
              lambda s: s.resource_max_body_bytes),
+    Endpoint("POST", "/v1/pipelines", "/v1/pipelines", {
+        "name": "inbox", "schedule": {"every_seconds": 3600},
+        "job": {"kind": "batch", "request": {"endpoint": "/v1/chat/completions", "metadata": {"note": SLOT}}},
+        "input": {"source": "newest", "prefix": "inbox-"}}, "job.request.metadata.note",
+             lambda s: s.max_body_bytes),
+    Endpoint("PATCH", "/v1/pipelines/{pipeline_id}", "/v1/pipelines/pipe_0000", {"webhook_url": SLOT},
+             "webhook_url", lambda s: s.max_body_bytes),
+    *(Endpoint("POST", f"/v1/pipelines/{{pipeline_id}}/{action}", f"/v1/pipelines/pipe_0000/{action}",
+               {"note": SLOT}, "note", lambda s: s.resource_max_body_bytes) for action in ("pause", "resume", "run")),
 ]
 FILES_ROUTE = ("POST", "/v1/files")
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy.engine import make_url
 
-from factory.db.base import Base
+from factory.db.base import Base, utcnow
 from factory.db.models import (
     ApiKey,
     AugmentationSourceRow,
@@ -24,6 +24,8 @@ from factory.db.models import (
     IdempotencyKey,
     Item,
     Job,
+    Pipeline,
+    PipelineRun,
     PromptTemplate,
     StoredFile,
     Tenant,
@@ -66,7 +68,7 @@ def tenant_tables() -> set[str]:
 
 def one_row_per_table(tenant: str) -> list[Base]:
     """A job with a chunk, an item, a source row and a verdict; a batch, a file, a template, a brand profile
-    and an idempotency key: every tenant table, its ids suffixed by the tenant."""
+    an idempotency key, a pipeline and its run: every tenant table, its ids suffixed by the tenant."""
     job_id, chunk_id, item_id = f"job_{tenant}", f"chunk_{tenant}", f"item_{tenant}"
     return [
         Job(id=job_id, tenant_id=tenant, kind="personalization", model="m", queue="q", template="Hi",
@@ -87,4 +89,8 @@ def one_row_per_table(tenant: str) -> list[Base]:
         Tenant(id=tenant),
         ApiKey(id=f"key_{tenant}", tenant_id=tenant, name="k", prefix="cf_", key_hash=tenant.ljust(64, "0"),
                scopes=["read"]),
+        Pipeline(id=f"pipe_{tenant}", tenant_id=tenant, name="p", schedule={"every_seconds": 60},
+                 job={"kind": "batch", "request": {}}),
+        PipelineRun(id=f"run_{tenant}", tenant_id=tenant, pipeline_id=f"pipe_{tenant}", slot_at=utcnow(),
+                    trigger="manual", status="queued"),
     ]

@@ -36,10 +36,12 @@ MODEL = "smollm2-135m-instruct"
 # Bodies whose content is checked beyond what JSON Schema can state, so a schema-valid body may still be a
 # 422 naming the field: a template must compile and use only declared variables, every record must carry
 # the key field the body names, a CSV or JSONL audience or upload must parse, a batch's input file must be
-# an upload of batch lines, a webhook needs the server's secret and a public address, and a brand's
-# required phrases may not contain its banned ones.
+# an upload of batch lines, a webhook needs the server's secret and a public address, a brand's
+# required phrases may not contain its banned ones, and a pipeline's cron must parse, its zone exist and
+# its job pass the kind's own checks (its schedule and input also take one of two shapes each).
 CHECKED_BEYOND_SCHEMA = ["POST /v1/jobs", "POST /v1/campaigns", "POST /v1/templates", "PUT /v1/templates/{name}",
-                         "POST /v1/files", "POST /v1/batches", "POST /v1/brands", "PUT /v1/brands/{name}"]
+                         "POST /v1/files", "POST /v1/batches", "POST /v1/brands", "PUT /v1/brands/{name}",
+                         "POST /v1/pipelines", "PATCH /v1/pipelines/{pipeline_id}"]
 
 
 # schemathesis's default list for rejected invalid data, plus 413 (Content Too Large).

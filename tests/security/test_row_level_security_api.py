@@ -115,6 +115,15 @@ def test_api_and_worker_run_jobs_files_and_batches_under_row_level_security(
         assert sorted(json.loads(x)["custom_id"] for x in output.splitlines()) == ["c1", "g1", "p1"]
         assert http.get(f"/v1/batches/{batch['id']}/output").text == output
         assert [b["id"] for b in http.get("/v1/batches").json()["data"]] == [batch["id"]]
+        pipeline = http.post("/v1/pipelines", json={
+            "name": "inbox", "schedule": {"every_seconds": 3600}, "input": {"source": "file", "file_id": file_id},
+            "job": {"kind": "batch", "request": {"endpoint": "/v1/chat/completions"}}})
+        assert pipeline.status_code == 201, pipeline.text
+        run = http.post(f"/v1/pipelines/{pipeline.json()['id']}/run")
+        assert run.status_code == 202 and run.json()["status"] == "queued", run.text
+        _batch_done(http, run.json()["jobs"][0]["batch_id"])
+        runs = http.get(f"/v1/pipelines/{pipeline.json()['id']}/runs").json()["data"]
+        assert [r["id"] for r in runs] == [run.json()["id"]] and runs[0]["status"] == "succeeded", runs
         chat = http.post("/v1/chat/completions", json=BATCH_LINES[0]["body"])
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"], chat.text
         doctor = http.get("/v1/admin/doctor").json()

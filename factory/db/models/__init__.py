@@ -9,6 +9,7 @@ from factory.db.models.idempotency import IdempotencyKey
 from factory.db.models.jobs import TERMINAL_JOB_STATUSES, Chunk, ChunkState, Item, ItemState, Job, JobStatus
 from factory.db.models.leases import LeaderLease
 from factory.db.models.outbox import OutboxMessage
+from factory.db.models.pipelines import Pipeline, PipelineRun
 
 __all__ = [
            "TERMINAL_JOB_STATUSES",
@@ -26,6 +27,8 @@ __all__ = [
            "JobStatus",
            "LeaderLease",
            "OutboxMessage",
+           "Pipeline",
+           "PipelineRun",
            "PromptTemplate",
            "StoredFile",
            "Tenant",
