@@ -72,6 +72,18 @@ def _checkpointer(engine_ref: weakref.ReferenceType[Engine]) -> None:
         del engine
 
 
+def _close_pool_when_collected(engine: Engine) -> None:
+    """An engine this cache lets go of (it keeps eight) closes its idle connections when it is collected.
+
+    Left to the garbage collector, a pooled psycopg connection is deleted while still open (a
+    ResourceWarning, and a server-side backend held until then). ``dispose()`` swaps in a new pool, so
+    every pool the engine has had is closed.
+    """
+    pools = [engine.pool]
+    event.listen(engine, "engine_disposed", lambda disposed: pools.append(disposed.pool))
+    weakref.finalize(engine, lambda: [pool.dispose() for pool in pools])
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -99,6 +111,7 @@ def get_engine(url: str) -> Engine:
     # hide_parameters: a statement error (and SQL logging) never carries the values bound to it.
     engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args,
                            hide_parameters=True)
+    _close_pool_when_collected(engine)
     if engine.dialect.name == "postgresql":
         event.listen(engine, "connect", lambda dbapi_conn, _record: tenancy.start_in_system_mode(dbapi_conn))
     return engine
