@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 from factory.db import tenancy
 
@@ -81,7 +82,12 @@ def _close_pool_when_collected(engine: Engine) -> None:
     """
     pools = [engine.pool]
     event.listen(engine, "engine_disposed", lambda disposed: pools.append(disposed.pool))
-    weakref.finalize(engine, lambda: [pool.dispose() for pool in pools])
+    weakref.finalize(engine, _dispose_all, pools)
+
+
+def _dispose_all(pools: list[Pool]) -> None:
+    for pool in pools:
+        pool.dispose()
 
 
 @lru_cache(maxsize=8)
