@@ -44,8 +44,10 @@ test: install $(COMPOSE_VENV)/.installed
 	$(BIN)/python -m bench.jobs_ingest --quick
 	$(BIN)/python -m bench.pipeline --quick
 	$(BIN)/python -m bench.finalize --quick
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.campaign --quick --generation both
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.augment_generate --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.structured --quick
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"

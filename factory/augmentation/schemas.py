@@ -98,6 +98,9 @@ class GenerateMethod(_Strict):
     method: Literal["generate"]
     k: int = Field(default=1, ge=1, le=MAX_K_PER_LABEL)
     shots: int = Field(default=4, ge=0, le=16)
+    # "text": the model answers with the message; "json": with a {"text", "label"} record held to a JSON
+    # schema by constrained decoding (the label fixed to the one asked for).
+    output: Literal["text", "json"] = "text"
 
 
 EdaOperation = Literal["synonym", "insert", "swap", "delete"]

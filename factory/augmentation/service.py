@@ -120,9 +120,17 @@ def plan_items(body: AugmentationJobCreate, rows: list[SourceRow], job_seed: int
                 for k in range(method.k):
                     rng = random.Random(derive_seed(job_seed, f"generate:{label}", k))
                     shots = rng.sample(members, min(method.shots, len(members)))
-                    messages = prompts.generate_messages(label, body.labels.get(label), [s.text for s in shots])
                     record = _record(None, label, "generate", shots=[s.row_id for s in shots])
-                    llm.append(_llm_item(f"generate:{label}", k, record, messages))
+                    if method.output == "json":
+                        messages = prompts.generate_record_messages(label, body.labels.get(label),
+                                                                    [s.text for s in shots])
+                        item = _llm_item(f"generate:{label}", k, record, messages)
+                        item.request.update(response_format=prompts.record_format(label), params={
+                            "max_new_tokens": body.params.max_new_tokens + prompts.RECORD_TOKENS})
+                    else:
+                        messages = prompts.generate_messages(label, body.labels.get(label), [s.text for s in shots])
+                        item = _llm_item(f"generate:{label}", k, record, messages)
+                    llm.append(item)
         else:
             rule.extend(_rule_items(method, rows))
     return llm, rule

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from factory.campaigns import structured_copy
 from factory.campaigns.plan import CampaignPlan, MessagePlan
 from factory.campaigns.prompting import FieldRequest, field_request, opening_for
 from factory.channels.checks import CheckRules, check_copy
@@ -69,7 +70,11 @@ def requests_for(plan: CampaignPlan, work: CopyWork) -> list[tuple[str, FieldReq
 
 
 def request_fingerprints(plan: CampaignPlan, work: CopyWork) -> dict[str, str]:
-    """sha256 of each field's request (messages, prefill, stop, token limit): the same for every attempt."""
+    """sha256 of each field's request (messages, prefill, stop, token limit): the same for every attempt.
+    A copy asked for as one structured request has one, with its schema's sha256."""
+    if plan.generation == "json":
+        cr = structured_copy.copy_request(plan, work.message, work.brief, work.merge)
+        return {structured_copy.COPY: structured_copy.request_fingerprint(cr), "schema": cr.schema_sha256}
     out = {}
     for name in channel(work.message.channel).field_names:
         fr = field_request(plan, work.message, name, work.brief, work.merge)

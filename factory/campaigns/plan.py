@@ -74,6 +74,8 @@ class CampaignPlan(BaseModel):
     name_tag: str | None
     language: str | None
     max_attempts: int
+    # "fields": one prefilled request per field; "json": one structured request per copy (structured_copy.py).
+    generation: Literal["fields", "json"] = "fields"
     sampling: dict[str, float]
     recipients: int
     segments: int | None

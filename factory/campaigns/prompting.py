@@ -50,7 +50,7 @@ def system_message(plan: CampaignPlan, message: MessagePlan) -> str:
     return " ".join(parts)
 
 
-def _example_opening(opening: str) -> str:
+def example_opening(opening: str) -> str:
     return MERGE_TAG.sub(lambda m: EXAMPLE_VALUES.get(m.group(1), "there"), opening)
 
 
@@ -78,7 +78,7 @@ def field_request(plan: CampaignPlan, message: MessagePlan, field: str, brief: s
     opening = opening_for(plan, message, merge_values) if field == channel(message.channel).main else None
     example = spec.example
     if opening:
-        example_prefill = _example_opening(message.opening or "")
+        example_prefill = example_opening(message.opening or "")
         if example_prefill.rstrip().endswith(","):
             example = example[:1].lower() + example[1:]
         prefill = opening

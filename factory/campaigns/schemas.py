@@ -96,6 +96,9 @@ class CampaignCreate(BaseModel):
     name_tag: FieldName | None = None
     language: Annotated[str, Field(pattern=r"^[a-z]{2}$")] | None = "en"
     max_attempts: int = Field(default=3, ge=1, le=8)
+    # How each copy is asked for: "fields" (one request per field, its answer prefilled with the
+    # field's label) or "json" (one JSON-schema-constrained request for every field of the copy).
+    generation: Literal["fields", "json"] = "fields"
     model: ModelName | None = None
     params: SamplingParams = Field(default_factory=SamplingParams)
 

@@ -223,7 +223,7 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
                           rules=brands_service.describe(brand).profile),
         messages=messages, variants=variants, segment_by=list(body.segment_by or []),
         merge_tags=list(body.merge_tags), name_tag=body.name_tag, language=body.language,
-        max_attempts=body.max_attempts, sampling=sampling, recipients=count,
+        max_attempts=body.max_attempts, generation=body.generation, sampling=sampling, recipients=count,
         segments=len(units) if body.segment_by else None, audience_key=campaign_audience_key(tenant_id, job_id),
     )
     _check_controls(plan, units)

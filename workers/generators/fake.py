@@ -5,15 +5,18 @@ Never the default. Markers in a prompt inject faults, for the fault-injection te
 that never finishes on its own), ``CRASH`` kills the whole process (a bad item that
 takes its worker down). ``delay_s`` makes every batch take time, so kills land mid-chunk.
 A prefilled request (campaign copy) gets a short sentence of copy instead of an echo
-of its prompt.
+of its prompt; a structured request gets a JSON document following its schema (strings
+are such a sentence, cut to ``maxLength``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo
 
@@ -47,6 +50,28 @@ class FakeGenerator:
             return f"Fresh autumn deals on [Product] are here, ref {tag}."
         return f"Fresh autumn deals on outdoor gear are here, ref {tag}."
 
+    @classmethod
+    def _document(cls, schema: dict[str, Any], tag: str) -> Any:
+        """A value following ``schema`` (the keywords the API accepts, simply)."""
+        if "const" in schema:
+            return schema["const"]
+        if "enum" in schema:
+            return schema["enum"][int(tag[0], 16) % len(schema["enum"])]
+        kind = schema.get("type", "object")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind == "object":
+            return {name: cls._document(sub, tag) for name, sub in (schema.get("properties") or {}).items()}
+        if kind == "array":
+            return [cls._document(schema.get("items") or {}, tag)] * max(1, schema.get("minItems", 1))
+        if kind in ("integer", "number"):
+            return max(schema.get("minimum", 0), min(schema.get("maximum", 7), 7))
+        if kind == "boolean":
+            return True
+        if kind == "null":
+            return None
+        return cls._copy(tag)[:schema.get("maxLength", 200)]
+
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.calls += 1
         if self.delay_s:
@@ -60,7 +85,11 @@ class FakeGenerator:
             if "CRASH" in req.prompt:
                 os._exit(CRASH_EXIT_CODE)
             tag = hashlib.sha256(f"{req.seed}:{req.messages}:{req.prefill}".encode()).hexdigest()[:8]
-            text = self._copy(tag) if req.prefill is not None else f"[{tag}] {req.prompt[:60]}"
+            if req.response_format is not None:
+                schema = json.loads(req.response_format.schema_json or '{"type": "object"}')
+                text = json.dumps(self._document(schema, tag), separators=(",", ":"))
+            else:
+                text = self._copy(tag) if req.prefill is not None else f"[{tag}] {req.prompt[:60]}"
             out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),
                                         completion_tokens=len(text.split()), finish_reason="stop"))
         return out

@@ -17,6 +17,7 @@ verdicts, so a rerun gives the same result.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 from collections import Counter
@@ -78,7 +79,7 @@ def run_items(handler: KindHandler, gen: Generator, job: Job, items: list[Item])
         generated = generate_isolating(gen, handler.requests(job, [items[i] for i in model]))
         for i, outcome in zip(model, generated, strict=True):
             llm = (items[i].request or {}).get("method") in LLM_METHODS
-            outcomes[i] = _clean(outcome) if llm else outcome
+            outcomes[i] = _clean(outcome, "response_format" in (items[i].request or {})) if llm else outcome
     return [o if o is not None else _rule_outcome(items[i]) for i, o in enumerate(outcomes)]
 
 
@@ -101,11 +102,12 @@ def _rule_outcome(item: Item) -> Outcome:
                    if method == "eda" else None)
 
 
-def _clean(outcome: Outcome) -> Outcome:
+def _clean(outcome: Outcome, structured: bool = False) -> Outcome:
+    """The answer's one utterance; for a structured ``generate`` answer, the record's text."""
     if outcome.result is None:
         return outcome
     raw = outcome.result.text
-    text = llm_output.clean(raw)
+    text = llm_output.clean(json.loads(raw)["text"] if structured else raw)
     if text == raw:
         return outcome
     return Outcome(dataclasses.replace(outcome.result, text=text), extra={"raw_text": raw})

@@ -1,7 +1,8 @@
 """Campaigns (kind ``campaign``): checked copy per (recipient or segment, variant).
 
-Each copy is generated field by field, then repaired and checked
-(factory/campaigns/copywork.py); whatever fails is generated again with new seeds,
+Each copy is generated field by field (or, with ``generation: "json"``, as one
+JSON-schema-constrained object: factory/campaigns/structured_copy.py), then repaired and
+checked (factory/campaigns/copywork.py); whatever fails is generated again with new seeds,
 every failing item of the chunk together in one batched call per attempt, up to the
 plan's attempts (``options["campaign"]`` holds the plan). The finalize step writes the
 campaign's report and its ESP exports.
@@ -13,13 +14,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from factory.campaigns import copywork
+from factory.campaigns import copywork, structured_copy
 from factory.campaigns.finalize import write_report_and_exports
 from factory.campaigns.plan import CampaignPlan
 from factory.db.models import Item, Job
 from factory.jobs.execution import CheckOutcome
 from factory.storage import ObjectStore
-from workers.generators.base import GenerationRequest, GenerationResult, Generator
+from workers.generators.base import GenerationRequest, GenerationResult, Generator, OutputFormat
 from workers.kinds.base import KindHandler, Outcome, generate_isolating
 
 
@@ -36,6 +37,42 @@ class CampaignHandler(KindHandler):
         return [self._outcome(plan, w) for w in works]
 
     def _attempt(self, gen: Generator, plan: CampaignPlan, works: list[copywork.CopyWork]) -> None:
+        if plan.generation == "json":
+            self._attempt_json(gen, plan, works)
+        else:
+            self._attempt_fields(gen, plan, works)
+
+    def _attempt_json(self, gen: Generator, plan: CampaignPlan, works: list[copywork.CopyWork]) -> None:
+        """One batched generation of one structured request per copy still to do, then repair and check.
+        A copy that failed any check is asked for again whole."""
+        reqs = []
+        for work in works:
+            cr = structured_copy.copy_request(plan, work.message, work.brief, work.merge)
+            reqs.append(GenerationRequest(
+                messages=cr.messages, seed=copywork.field_seed(work, structured_copy.COPY),
+                max_new_tokens=cr.max_new_tokens, temperature=plan.sampling["temperature"],
+                top_p=plan.sampling["top_p"], repetition_penalty=plan.sampling["repetition_penalty"],
+                response_format=OutputFormat(cr.schema_json, cr.schema_sha256),
+            ))
+        for work, outcome in zip(works, generate_isolating(gen, reqs), strict=True):
+            work.requests += 1
+            result = outcome.result
+            error = outcome.error if result is None else result.error
+            if result is not None:
+                work.prompt_tokens += result.prompt_tokens
+                work.completion_tokens += result.completion_tokens
+            work.raw, work.finish = {}, {}
+            if result is not None and error is None:
+                try:
+                    work.raw, work.finish = structured_copy.parse_copy(plan, work.message, work.merge, result.text)
+                except ValueError as exc:
+                    error = str(exc)
+            if error is not None:
+                work.errors.append(f"{structured_copy.COPY}: {error}")
+        for work in works:
+            copywork.evaluate(plan, work)
+
+    def _attempt_fields(self, gen: Generator, plan: CampaignPlan, works: list[copywork.CopyWork]) -> None:
         """One batched generation for every field still to do in the chunk, then repair and check."""
         wanted: list[tuple[copywork.CopyWork, str]] = []
         reqs: list[GenerationRequest] = []
