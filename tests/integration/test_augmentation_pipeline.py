@@ -15,8 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from factory.augmentation import prompts
 from factory.db.models import AugmentationVerdict, Item, ItemState
 from factory.db.session import get_sessionmaker
+from factory.provenance.hashing import schema_sha256
 from tests.keys import api_key, auth_headers
 from tests.processes import api_server, factory_env, wait_job, worker
 from tests.services import REPO, SeaweedS3
@@ -121,3 +123,39 @@ def test_example_job_via_cli_yields_k_variants_per_row_a_report_and_a_loadable_d
             ["Contents"]}
     assert f"tenants/default/jobs/{job_id}/report.json" in keys
     assert f"tenants/default/jobs/{job_id}/dataset/jsonl/train.jsonl" in keys
+
+
+@pytest.mark.slow
+def test_structured_generate_rows_are_the_records_text_with_the_label_asked_for(
+    pg_db: str, broker_url: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    env = factory_env(
+        FACTORY_DATABASE_URL=pg_db, FACTORY_BROKER_URL=broker_url, FACTORY_STORAGE_URL=f"s3://{s3_bucket}",
+        FACTORY_S3_ENDPOINT_URL=s3_server.endpoint, FACTORY_S3_ACCESS_KEY_ID="test",
+        FACTORY_S3_SECRET_ACCESS_KEY="test", FACTORY_GENERATOR="fake", FACTORY_CHUNK_SIZE="8",
+    )
+    job_spec = json.loads((EXAMPLE / "job.json").read_text())
+    with open(EXAMPLE / "intents.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    body = {"kind": "augmentation", "dataset": {"rows": rows}, "labels": job_spec["labels"],
+            "methods": [{"method": "generate", "k": 2, "shots": 2, "output": "json"}],
+            "params": {"max_new_tokens": 32, "seed": 5}}
+    with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(pg_db))
+        request.addfinalizer(client.close)
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"], timeout=300)
+        assert job["status"] == "succeeded" and job["counts"]["succeeded"] == 16, job
+
+    with get_sessionmaker(pg_db)() as s:
+        items = list(s.scalars(select(Item).where(Item.job_id == job["id"]).order_by(Item.seq)))
+    assert len(items) == 16 and {i.record["label"] for i in items} == set(job_spec["labels"])
+    for item in items:
+        assert item.request and item.provenance and item.text
+        record = json.loads(item.provenance["raw_text"])  # what the model wrote: the record
+        assert record["label"] == item.record["label"] and item.text == record["text"]
+        assert item.provenance["response_format"]["schema_sha256"] == schema_sha256(
+            prompts.record_schema(item.record["label"]))
+        assert item.request["params"] == {"max_new_tokens": 32 + prompts.RECORD_TOKENS}

@@ -178,3 +178,29 @@ def test_report_and_exports_land_in_s3_and_download_from_api_and_cli(
     email = next(x for x in results if x["provenance"]["campaign"]["channel"] == "email")
     assert set(email["fields"]) == {"subject", "preheader", "body"}
     assert email["text"].startswith("Subject: ") and email["provenance"]["campaign"]["brand_version"] == 1
+
+
+def test_json_generation_asks_one_structured_request_per_copy_through_api_and_worker(
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(env["FACTORY_DATABASE_URL"]))
+        request.addfinalizer(client.close)
+        _setup(client)
+        bad = client.post("/v1/campaigns", json=data.segment_campaign(_audience(40, INTERESTS[:2]),
+                                                                      generation="xml"))
+        campaign, report = _run(client, data.segment_campaign(_audience(40, INTERESTS[:2]), generation="json"))
+        results = [json.loads(x) for x in client.get(f"/v1/jobs/{campaign['id']}/results").text.splitlines()]
+
+    assert bad.status_code == 422 and "generation" in bad.text
+    assert report["items"] == 4 * 2
+    # One request per copy and attempt (the field path asks 3 for an email and 1 for an SMS, per attempt).
+    assert report["model_requests"] == sum(int(k) * v for k, v in report["attempts_histogram"].items())
+    for x in results:
+        info = x["provenance"]["campaign"]
+        assert set(info["request_sha256"]) == {"copy", "schema"} and info["requests"] == info["attempts"]
+        if x["check_status"] == "passed":
+            assert all(x["fields"].values())
+            main = "body" if info["channel"] == "email" else "text"
+            assert x["fields"][main].startswith("Hi {{first_name}}")
+    assert report["pass_rate"] > 0.5
