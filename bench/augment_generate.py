@@ -26,6 +26,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from bench.readme import write_section
 from factory.augmentation import service as augmentation_service
 from factory.augmentation.schemas import AugmentationJobCreate
 from factory.config import Settings
@@ -99,15 +100,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, default=4, help="new rows per label")
     ap.add_argument("--quick", action="store_true", help="fake generator: a smoke run")
+    ap.add_argument("--write", action="store_true", help="record the table in bench/README.md")
     args = ap.parse_args()
     k = 1 if args.quick else args.k
     results = [run(output, k, args.quick) for output in ("text", "json")]
-    print(HEADER)
-    for r in results:
-        print(row(r))
-    print(f"\n{results[0]['device']} {results[0]['dtype']} ({platform.machine()}), k={k} per label, 8 labels")
+    table = "\n".join([HEADER, *(row(r) for r in results)])
+    meta = (f"model on {results[0]['device']}, {results[0]['dtype']} ({platform.machine()}), k={k} new rows per "
+            "label, 8 labels, shots 4, max_new_tokens 40 (+24 for the record's JSON), one process; time is "
+            "generation only.")
+    print(table + "\n\n" + meta)
     if args.quick:
         assert all(r["items"] > 0 and r["failed"] == 0 for r in results), results
+    elif args.write:
+        write_section("augment-generate", table, meta)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Structured outputs with the real model: the openai SDK's ``parse`` against the server, and a batch mixing
-rows with two JSON schemas, any JSON object and free text, through real API and worker processes.
+"""Structured outputs with the real model: the openai SDK's ``parse`` against the server, and a batch of 50
+lines mixing three JSON schemas (nested objects, enums, arrays, string length limits), any JSON object and
+free text, through real API and worker processes.
 
 Every constrained output that succeeds parses and validates against its schema; a row that cannot finish
 inside its max_tokens fails with that reason; plain lines are generated as if alone.
@@ -86,7 +87,18 @@ LINES = [
     line("ticket-2", TICKET_PROMPT, seed=7, response_format=fmt("ticket", TICKET)),
     line("cut-1", EMAIL_PROMPT, seed=8, max_tokens=6, response_format=fmt("email", EMAIL)),
 ]
-SCHEMAS = {"email": EMAIL, "ticket": TICKET}
+PRODUCT = Product.model_json_schema()
+# 42 more lines, so the batch holds 50 that mix every schema above with free text, chunk after chunk.
+EXTRA = [line(f"ticket-x{n}", TICKET_PROMPT, seed=100 + n, max_tokens=120, response_format=fmt("ticket", TICKET))
+         for n in range(14)]
+EXTRA += [line(f"product-x{n}", f"Describe product number {n} of our bike shop as JSON: its name and whether a "
+               "customer needs it urgently.", seed=200 + n, max_tokens=60, response_format=fmt("product", PRODUCT))
+          for n in range(14)]
+EXTRA += [line(f"plain-x{n}", f"Give one tip for cycling in the rain (tip {n}).", seed=300 + n, max_tokens=24)
+          for n in range(14)]
+FIRST_CHUNK = [x["custom_id"] for x in LINES]
+LINES = LINES + EXTRA
+SCHEMAS = {"email": EMAIL, "ticket": TICKET, "product": PRODUCT}
 
 
 def jsonl(lines: list[dict[str, Any]]) -> bytes:
@@ -134,7 +146,7 @@ def test_structured_outputs_with_the_real_model(
         output, errors, batch_id = run_batch(client, LINES)
         # The same lines without their response_format: the same prompts, so the same padding in each call.
         free, _, _ = run_batch(client, [{**x, "body": {k: v for k, v in x["body"].items() if k != "response_format"}}
-                                     for x in LINES if x["custom_id"] != "cut-1"])
+                                     for x in LINES[:len(FIRST_CHUNK)] if x["custom_id"] != "cut-1"])
 
     message = parsed.choices[0].message
     assert isinstance(message.parsed, Ticket) and parsed.choices[0].finish_reason == "stop"
@@ -158,7 +170,9 @@ def test_structured_outputs_with_the_real_model(
             elif kind == "object":
                 assert isinstance(json.loads(choice["message"]["content"]), dict)
                 checked += 1
-    assert checked == 6 and len(output["email-2"]["response"]["body"]["choices"]) == 2
+    assert len(LINES) == 50 and checked == 6 + 28 and len(output["email-2"]["response"]["body"]["choices"]) == 2
+    for n in range(14):
+        assert output[f"plain-x{n}"]["response"]["body"]["choices"][0]["message"]["content"].strip()
     # Plain lines are generated as if the structured lines sharing their batched calls were free text.
     for custom_id in ("plain-1", "plain-2"):
         assert output[custom_id]["response"]["body"]["choices"] == free[custom_id]["response"]["body"]["choices"]
