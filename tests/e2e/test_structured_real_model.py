@@ -28,7 +28,8 @@ from tests.keys import api_key
 from tests.processes import api_server, stack_env, worker
 from tests.services import SeaweedS3
 
-pytestmark = pytest.mark.slow
+# Two batches of the real model (50 lines, then 7); minutes on a 2-core CPU, more on a shared one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 MODEL = "smollm2-135m-instruct"
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -109,7 +110,7 @@ def run_batch(client: OpenAI, lines: list[dict[str, Any]]) -> tuple[dict[str, An
     """(output lines by custom_id, error lines by custom_id, batch id) of a completed batch."""
     file = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1800
     while batch.status not in TERMINAL and time.monotonic() < deadline:
         time.sleep(1)
         batch = client.batches.retrieve(batch.id)
