@@ -66,7 +66,8 @@ def on_job_finished(session: Session, settings: Settings, store: ObjectStore, jo
                                pipeline.name if pipeline else run.pipeline_id, webhook_url)
     except FactoryError as exc:
         where = f"steps[{step.step + 1}]"
-        field = f"{where}.{exc.field.removeprefix('job.')}" if exc.field else where
+        inner = {"input.file_id": "input"}.get(exc.field or "", (exc.field or "").removeprefix("job."))
+        field = f"{where}.{inner}" if inner else where  # steps[i].input: the input this step was given
         return _end(session, settings, run, webhook_url, "failed", f"{field}: {exc.message}")
 
 
@@ -100,9 +101,7 @@ def _end(session: Session, settings: Settings, run: PipelineRun, webhook_url: st
          error: str) -> list[str]:
     """The run ends with ``status`` (a compare-and-set: if the scheduler ended it first, nothing more)."""
     now = runs.live(session, run)
-    if not PipelineRepository(session).end_run(run.id, status, error=error, finished_at=utcnow(),
-                                               counts=now.counts, started_at=now.started_at):
-        session.refresh(run)
-        return []
+    written = PipelineRepository(session).update_active_run(
+        run.id, status=status, error=error, finished_at=utcnow(), counts=now.counts, started_at=now.started_at)
     session.refresh(run)
-    return runs.finished(session, settings, run, webhook_url)
+    return runs.finished(session, settings, run, webhook_url) if written else []

@@ -54,6 +54,8 @@ class PipelineRepository:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def delete(self, pipeline: Pipeline) -> None:
+        runs = select(PipelineRun.id).where(PipelineRun.pipeline_id == pipeline.id).scalar_subquery()
+        self.session.execute(delete(PipelineRunStep).where(PipelineRunStep.run_id.in_(runs)))
         self.session.execute(delete(PipelineRun).where(PipelineRun.pipeline_id == pipeline.id))
         self.session.execute(delete(Pipeline).where(Pipeline.id == pipeline.id))
 
@@ -90,12 +92,13 @@ class PipelineRepository:
         return list(self.session.scalars(select(PipelineRun.pipeline_id).where(PipelineRun.status == "waiting")
                                          .distinct().limit(limit)))
 
-    def end_run(self, run_id: str, status: str, **values: Any) -> bool:
-        """Compare-and-set: the run ends (``status``) only if it is still queued or running, so of the
-        scheduler settling it and a step's end failing it at the same moment, one writes (one webhook)."""
+    def update_active_run(self, run_id: str, **values: Any) -> bool:
+        """Compare-and-set: write ``values`` only while the run is queued or running, so of the scheduler
+        settling it and a step's end ending it at the same moment, one ends it (one webhook), and a stale
+        settle cannot overwrite an ended run's status, counts or error. False: it had ended."""
         result = self.session.execute(
             update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.status.in_(ACTIVE))
-            .values(status=status, **values).execution_options(synchronize_session=False))
+            .values(**values).execution_options(synchronize_session=False))
         return bool(getattr(result, "rowcount", 0) == 1)
 
     # --- steps ------------------------------------------------------------------

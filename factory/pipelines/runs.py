@@ -129,17 +129,17 @@ def describe(session: Session, run: PipelineRun) -> RunOut:
 
 def settle(session: Session, settings: Settings, run: PipelineRun, webhook_url: str | None) -> list[str]:
     """Write down what the run's jobs say; when that is its end, queue its webhook. The outbox ids to
-    publish after commit. The end is a compare-and-set (``end_run``): a step's end that failed the run at
-    the same moment and this cannot both end it."""
+    publish after commit. A compare-and-set (``update_active_run``): a step's end that ended the run
+    meanwhile is neither ended twice nor overwritten by this (possibly stale) view."""
     now = live(session, run)
-    run.counts, run.started_at, run.error = now.counts, now.started_at, now.error
-    if now.status == run.status:
+    before = run.status
+    values: dict[str, object] = {"counts": now.counts, "started_at": now.started_at, "error": now.error}
+    if now.status != before:
+        values |= {"status": now.status, "finished_at": now.finished_at}
+    written = PipelineRepository(session).update_active_run(run.id, **values)
+    session.refresh(run)
+    if not written or run.status == before:
         return []
-    if now.status in FINAL_RUN_STATUSES and not PipelineRepository(session).end_run(
-            run.id, now.status, finished_at=now.finished_at):
-        session.refresh(run)
-        return []
-    run.status, run.finished_at = now.status, now.finished_at
     return finished(session, settings, run, webhook_url)
 
 

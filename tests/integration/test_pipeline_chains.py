@@ -126,10 +126,35 @@ def test_a_failing_first_step_fails_the_run_and_never_starts_the_second(
     assert (only["step"], only["kind"], only["status"]) == (0, "batch", "failed")
     assert only["counts"]["failed"] == 2 and only["counts"]["succeeded"] == 0
     assert failed[0]["status"] == "failed" and failed[0]["error"] == run["error"]
+    assert [(s["step"], s["status"]) for s in failed[0]["steps"]] == [(0, "failed")]
     # Step 2 never started: one batch and one step per run that started (a later slot may have fired too).
     started = [r for r in client.get(f"/v1/pipelines/{pipeline_id}/runs").json()["data"] if r["jobs"]]
     assert all(len(r["steps"]) == 1 and r["steps"][0]["step"] == 0 for r in started), started
     assert count_rows(env["FACTORY_DATABASE_URL"], Batch) == len(started)
+    assert count_rows(env["FACTORY_DATABASE_URL"], PipelineRunStep) == len(started)
+
+
+@pytest.mark.slow
+def test_a_step_that_cannot_be_created_fails_the_run_naming_it_and_leaves_nothing(
+        env: dict[str, str], pg_client: TestClient, tmp_path: Path) -> None:
+    client = pg_client
+    # Line "x" asks two choices: chained, they become "x#0" and "x#1", and "x#0" is also the next line's
+    # id, so the second batch's input repeats a custom_id and that batch would be refused.
+    lines = [{"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": MODEL, "max_tokens": 4, "n": 2, "messages": [{"role": "user", "content": "hi"}]}},
+             {"custom_id": "x#0", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "yo"}]}}]
+    file_id = upload(client, b"".join(json.dumps(line).encode() + b"\n" for line in lines), "inbox-x.jsonl")
+    with worker(env, tmp_path / "worker.log"), scheduler(env, tmp_path / "scheduler.log"):
+        pipeline_id = _create(client, chain_spec("unchainable", 3, file_id, SECOND_BATCH))
+        run = _wait_runs(client, pipeline_id, 1, timeout=180)[0]
+        assert client.post(f"/v1/pipelines/{pipeline_id}/pause").status_code == 200
+    assert run["status"] == "failed", run
+    assert run["error"].startswith("steps[1].input: the input file has 1 invalid line(s)"), run
+    [only] = run["steps"]
+    assert (only["step"], only["status"], only["counts"]["succeeded"]) == (0, "succeeded", 3)
+    started = [r for r in client.get(f"/v1/pipelines/{pipeline_id}/runs").json()["data"] if r["jobs"]]
+    assert count_rows(env["FACTORY_DATABASE_URL"], Batch) == len(started)  # no second batch, ever
     assert count_rows(env["FACTORY_DATABASE_URL"], PipelineRunStep) == len(started)
 
 
