@@ -38,6 +38,7 @@ from factory.files.service import BATCH_PURPOSE, DATA_PURPOSE, GENERATED_PURPOSE
 from factory.pipelines import jobspec
 from factory.storage import ObjectStore
 from factory.storage.keys import DATASET_JSONL, dataset_file_key
+from factory.webhooks.delivery import check_url as check_webhook_url
 
 # The kinds a step may be, by the kinds whose output it takes.
 TAKES_PREVIOUS: dict[str, tuple[str, ...]] = {"batch": ("batch",), "export": ("batch", "augmentation")}
@@ -92,6 +93,9 @@ def _check_batch(settings: Settings, where: str, step: dict[str, Any]) -> None:
     if getattr(body, "endpoint", None) != CHAT:
         raise InvalidInput(f"a batch step after a batch runs chat lines: endpoint must be '{CHAT}'",
                            field=f"{where}.request.endpoint")
+    webhook_url = getattr(body, "webhook_url", None)
+    if webhook_url is not None:  # as the batch's own check_request would (all of it but the input file)
+        check_webhook_url(webhook_url, settings, field=f"{where}.request.webhook_url")
     if step.get("body") is None:
         raise InvalidInput("a batch step after a batch needs 'body': each line's chat body (the previous "
                            "step's text is appended as the last user message)", field=f"{where}.body")
@@ -130,7 +134,8 @@ def renamed(exc: FactoryError, old: str, new: str) -> FactoryError:
 # --- running --------------------------------------------------------------------
 def chat_line(custom_id: str, body: dict[str, Any], text: str) -> dict[str, Any]:
     """A chained batch's line: the step's body, the previous step's text as the last user message."""
-    messages = [*body.get("messages", []), {"role": "user", "content": text}]
+    given = body.get("messages", [])
+    messages = [*(given if isinstance(given, list) else [given]), {"role": "user", "content": text}]
     return {"custom_id": custom_id, "method": "POST", "url": CHAT, "body": {**body, "messages": messages}}
 
 

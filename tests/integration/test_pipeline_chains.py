@@ -96,6 +96,40 @@ def test_a_chain_runs_each_step_over_the_previous_steps_output(
 
 
 @pytest.mark.slow
+def test_an_augmentation_then_an_export_saves_the_dataset_under_the_prefix(
+        env: dict[str, str], pg_client: TestClient, tmp_path: Path) -> None:
+    client = pg_client
+    rows = "id,text,label\n" + "".join(
+        f"u{i},{text},{label}\n" for i, (text, label) in enumerate([
+            ("Where is my order? It was supposed to arrive yesterday.", "track_order"),
+            ("My parcel has not shown up and the tracking page is empty.", "track_order"),
+            ("I want to cancel my order as I placed it by mistake.", "cancel_order"),
+            ("Please cancel the order I made this morning before it ships.", "cancel_order")]))
+    file_id = upload(client, rows.encode(), "tickets-labelled-1.csv", purpose="user_data")
+    augment = {"kind": "augmentation", "request": {
+        "dataset": {"format": "csv", "text_field": "text", "label_field": "label", "id_field": "id"},
+        "methods": [{"method": "eda", "k": 2, "alpha": 0.1}, {"method": "char_noise", "k": 1, "rate": 0.03}],
+        "task": "text-classification"}}
+    spec = {"name": "nightly-dataset", "schedule": {"every_seconds": 3},
+            "input": {"source": "file", "file_id": file_id},
+            "steps": [augment, {"kind": "export", "request": {"prefix": "augmented-"}}]}
+    with worker(env, tmp_path / "worker.log"), scheduler(env, tmp_path / "scheduler.log"):
+        pipeline_id = _create(client, spec)
+        run = _wait_runs(client, pipeline_id, 1, timeout=300)[0]
+        assert client.post(f"/v1/pipelines/{pipeline_id}/pause").status_code == 200
+    assert run["status"] == "succeeded", run
+    job_step, exported = run["steps"]
+    assert (job_step["kind"], job_step["status"], exported["kind"], exported["status"]) == (
+        "augmentation", "succeeded", "export", "succeeded")
+    dataset = client.get(f"/v1/jobs/{job_step['job_id']}/dataset/jsonl/train.jsonl")
+    assert dataset.status_code == 200, dataset.text
+    meta = client.get(f"/v1/files/{exported['output_file_id']}").json()
+    assert meta["purpose"] == "user_data" and meta["filename"].startswith("augmented-nightly-dataset-"), meta
+    content = client.get(f"/v1/files/{exported['output_file_id']}/content")
+    assert content.content == dataset.content and len(content.text.splitlines()) == exported["counts"]["total"]
+
+
+@pytest.mark.slow
 def test_a_failing_first_step_fails_the_run_and_never_starts_the_second(
         env: dict[str, str], pg_client: TestClient, tmp_path: Path) -> None:
     client = pg_client
@@ -183,6 +217,9 @@ BATCH = {"kind": "batch", "request": {"endpoint": "/v1/chat/completions"}}
     ("a chained batch's request as a direct submission",
      [BATCH, {**SECOND_BATCH, "request": {"endpoint": "/v1/chat/completions", "colour": CANARY}}],
      "steps[1].request.colour"),
+    ("a chained batch's webhook as a direct submission's",
+     [BATCH, {**SECOND_BATCH, "request": {"endpoint": "/v1/chat/completions", "webhook_url": "https://x.test/h"}}],
+     "steps[1].request.webhook_url"),
     ("a chained batch's body as a batch line",
      [BATCH, {**SECOND_BATCH, "body": {**SUMMARISE, "temperature": 9}}], "steps[1].body.temperature"),
     ("a chained batch's model", [BATCH, {**SECOND_BATCH, "body": {**SUMMARISE, "model": CANARY}}],
