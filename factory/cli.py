@@ -101,10 +101,15 @@ def worker(
 
 @app.command()
 def scheduler(loglevel: str = "INFO") -> None:
-    """Run the pipeline scheduler (Celery beat with a Redis lock): safe to start several, one ticks."""
+    """Run the pipeline scheduler (Celery beat with a Redis lock): safe to start several, one ticks.
+
+    Migrates the database at start-up, as the API does: its ticks, run by workers, read the pipeline
+    tables, so a scheduler and a worker on the embedded defaults (SQLite, the embedded Redis) work
+    without an API having started first."""
+    from factory.db.migrate import upgrade
     from factory.pipelines.beat import SCHEDULER_CLASS
 
-    settings_with_broker()
+    upgrade(settings_with_broker().database_url)
     argv = [sys.executable, "-m", "celery", "-A", "factory.pipelines.scheduler_app", "beat",
             f"--scheduler={SCHEDULER_CLASS}", f"--loglevel={loglevel}"]
     os.execvpe(sys.executable, argv, os.environ.copy())

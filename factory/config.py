@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     pipeline_min_interval_s: int = Field(default=60, ge=1)
     # Files one "new since the last run" firing takes at most (the rest go to the next slot).
     pipeline_max_inputs_per_run: int = Field(default=20, ge=1, le=1000)
+    # Steps one pipeline may chain (each step's output the next one's input).
+    pipeline_max_steps: int = Field(default=5, ge=1, le=20)
     # No scheduler heartbeat for this long means no scheduler ran: the slots that came due then are
     # "missed", and each pipeline's catch-up policy decides (run the latest once, or skip them).
     scheduler_outage_s: float = Field(default=30.0, gt=0)

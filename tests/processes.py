@@ -113,31 +113,29 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[st
         time.sleep(0.25)
 
 
-class SchedulerProcess:
-    """``factory scheduler`` (Celery beat with the redbeat lock) as a real process."""
+class CliProcess:
+    """``factory <args>`` as a real process, run in ``cwd`` (where the embedded defaults keep ``.factory/``)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...], cwd: Path = REPO) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "scheduler"], cwd=REPO, env=env,
+        env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "factory.cli", *args], cwd=cwd, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def holds_lock(self) -> bool:
-        return "beat: Acquired lock" in self.log()
-
-    def wait_lock(self, timeout: float = 90) -> None:
+    def wait_log(self, marker: str, timeout: float, what: str) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError("scheduler exited:\n" + self.log()[-3000:])
-            return self.holds_lock()
+                raise RuntimeError(f"{what} exited:\n" + self.log()[-3000:])
+            return marker in self.log()
 
-        wait_for(ready, timeout, "the scheduler to take the lock")
+        wait_for(ready, timeout, what)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM: beat closes its scheduler, which gives the lock back."""
+        """SIGTERM (a scheduler gives its lock back, a worker shuts down warm), SIGKILL after ``timeout``."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -149,8 +147,33 @@ class SchedulerProcess:
 
 
 @contextmanager
-def scheduler(env: dict[str, str], log_path: Path, *, wait: bool = True) -> Iterator[SchedulerProcess]:
-    s = SchedulerProcess(env, log_path)
+def cli_worker(env: dict[str, str], log_path: Path, cwd: Path) -> Iterator[CliProcess]:
+    """``factory worker`` (one solo process), as a user starts it in ``cwd``."""
+    w = CliProcess(env, log_path, ("worker", "--pool", "solo", "--concurrency", "1"), cwd)
+    try:
+        w.wait_log("ready.", 180, "the worker")
+        yield w
+    finally:
+        w.stop()
+
+
+class SchedulerProcess(CliProcess):
+    """``factory scheduler`` (Celery beat with the redbeat lock) as a real process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path = REPO) -> None:
+        super().__init__(env, log_path, ("scheduler",), cwd)
+
+    def holds_lock(self) -> bool:
+        return "beat: Acquired lock" in self.log()
+
+    def wait_lock(self, timeout: float = 90) -> None:
+        self.wait_log("beat: Acquired lock", timeout, "the scheduler to take the lock")
+
+
+@contextmanager
+def scheduler(env: dict[str, str], log_path: Path, *, wait: bool = True,
+              cwd: Path = REPO) -> Iterator[SchedulerProcess]:
+    s = SchedulerProcess(env, log_path, cwd)
     try:
         if wait:
             s.wait_lock()

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from factory.db.session import prepare_sqlite
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -20,4 +22,6 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    if database_url.startswith("sqlite"):  # the first command on a bare machine: create its folder
+        prepare_sqlite(database_url)
     command.upgrade(alembic_config(database_url), revision)

@@ -35,7 +35,8 @@ from factory.db import tenancy
 log = logging.getLogger(__name__)
 
 
-def _prepare_sqlite(url: str) -> None:
+def prepare_sqlite(url: str) -> None:
+    """A SQLite file's folder exists (the embedded default, ``.factory/``, on a bare machine)."""
     db = make_url(url).database
     if db and db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,7 @@ def _dispose_all(pools: list[Pool]) -> None:
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        _prepare_sqlite(url)
+        prepare_sqlite(url)
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         file_backed = make_url(url).database not in (None, "", ":memory:")
 

@@ -131,14 +131,16 @@ def upload(session: Session, settings: Settings, store: ObjectStore, tenant_id: 
 
 
 def register_generated(session: Session, store: ObjectStore, tenant_id: str, *, file_id: str, filename: str,
-                       fileobj: IO[bytes], size: int, lines: int, sha256: str) -> StoredFile:
-    """Store a generated file under a deterministic id: a second run overwrites the object, keeps the row."""
+                       fileobj: IO[bytes], size: int, lines: int, sha256: str,
+                       purpose: str = GENERATED_PURPOSE) -> StoredFile:
+    """Store a generated file under a deterministic id: a second run overwrites the object, keeps the row.
+    ``purpose``: what reads it (a pipeline step's input is a ``batch`` or ``user_data`` file)."""
     key = file_content_key(tenant_id, file_id)
     store.put_file(key, fileobj, JSONL)
     repo = FileRepository(session)
     row = repo.get(tenant_id, file_id)
     if row is None:
-        row = StoredFile(id=file_id, tenant_id=tenant_id, purpose=GENERATED_PURPOSE, filename=filename, bytes=size,
+        row = StoredFile(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, bytes=size,
                          line_count=lines, sha256=sha256, status="processed", storage_key=key, created_at=utcnow())
         repo.add(row)
     return row

@@ -48,7 +48,8 @@ def list_pipelines(api_url: ApiUrl = DEFAULT_API) -> None:
     for p in found:
         sched = p["schedule"]
         when = f"{sched['cron']} {sched['timezone']}" if "cron" in sched else f"every {sched['every_seconds']}s"
-        table.add_row(p["name"], when, p["job"]["kind"], "enabled" if p["enabled"] else "paused",
+        steps = " → ".join(step["kind"] for step in p.get("steps") or [p["job"]])
+        table.add_row(p["name"], when, steps, "enabled" if p["enabled"] else "paused",
                       "\n".join(p["next_fire_times"]) or "-", p["id"])
     console.print(table)
 
@@ -60,14 +61,22 @@ def runs(name: str, limit: Annotated[int, typer.Option(min=1, max=100)] = 20, ap
     with api_errors():
         found = client.pipeline_runs(client.pipeline_named(name)["id"], limit)
     table = Table(title=f"runs of {name}")
-    for col in ("slot", "trigger", "status", "items ok/failed/total", "jobs", "error"):
+    for col in ("slot", "trigger", "status", "items ok/failed/total", "steps", "error"):
         table.add_column(col, overflow="fold")
     for r in found:
         c = r["counts"]
         counts = f"{c.get('succeeded', 0)}/{c.get('failed', 0)}/{c.get('total', 0)}" if c else "-"
-        jobs = "\n".join(j["batch_id"] or j["job_id"] for j in r["jobs"]) or "-"
+        jobs = "\n".join(_step_line(s) for s in r.get("steps") or []) or \
+            "\n".join(j["batch_id"] or j["job_id"] for j in r["jobs"]) or "-"
         table.add_row(r["slot_at"], r["trigger"], r["status"], counts, jobs, r["error"] or "")
     console.print(table)
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    """One step of a run: its number (and input lane), what it started or wrote, its status."""
+    lane = f"/{step['lane']}" if step["lane"] else ""
+    made = step["batch_id"] or step["job_id"] or step["output_file_id"] or "-"
+    return f"{step['step']}{lane} {step['kind']} {made} {step['status']}"
 
 
 def _act(name: str, action: str, api_url: str) -> dict[str, Any]:

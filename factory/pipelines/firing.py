@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from factory.config import Settings
 from factory.db.base import new_id, utcnow
-from factory.db.models import Pipeline, PipelineRun
+from factory.db.models import Pipeline, PipelineRun, PipelineRunStep
 from factory.errors import FactoryError
 from factory.jobs import service as jobs_service
 from factory.outbox.repository import Pending
@@ -118,9 +118,11 @@ def _cancel(session: Session, settings: Settings, pipeline: Pipeline, previous: 
         if run.status == "waiting":
             run.status, run.finished_at, run.error = "cancelled", utcnow(), "replaced by a newer run"
             continue
-        for started in run.jobs:
+        job_ids = {j["job_id"] for j in run.jobs} | {s.job_id for s in PipelineRepository(session).steps(run.id)
+                                                      if s.job_id is not None}
+        for job_id in sorted(job_ids):
             try:
-                outbox_ids += jobs_service.cancel_job(session, pipeline.tenant_id, started["job_id"])[1]
+                outbox_ids += jobs_service.cancel_job(session, pipeline.tenant_id, job_id)[1]
             except FactoryError:  # already ending (a Conflict), or erased: nothing to stop
                 continue
     return outbox_ids
@@ -147,11 +149,16 @@ def start(session: Session, settings: Settings, store: ObjectStore, pipeline: Pi
         run.error = "no new input file since the last run" if _takes_new(pipeline) else "no input file"
         return Fired(run)
     fired = Fired(run)
+    run.chain = pipeline.chain  # the run follows the steps it fired with, whatever edits come later
+    repo = PipelineRepository(session)
     try:
-        for file_id in file_ids:
+        for lane, file_id in enumerate(file_ids):
             started = jobspec.start(session, settings, store, pipeline.tenant_id, pipeline.job["kind"],
                                     pipeline.job["request"], file_id)
             run.jobs = [*run.jobs, {"job_id": started.job_id, "batch_id": started.batch_id, "file_id": file_id}]
+            repo.add_step(PipelineRunStep(id=new_id("step"), tenant_id=pipeline.tenant_id, run_id=run.id, lane=lane,
+                                          step=0, kind=pipeline.job["kind"], status="queued", job_id=started.job_id,
+                                          batch_id=started.batch_id, input_file_id=file_id, created_at=utcnow()))
             fired.outbox_ids += started.outbox_ids
             fired.messages += started.messages
     except FactoryError as exc:

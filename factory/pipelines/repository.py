@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from factory.db.models import Job, Pipeline, PipelineRun, StoredFile
+from factory.db.models import Job, Pipeline, PipelineRun, PipelineRunStep, StoredFile
 
 ACTIVE = ("queued", "running")
 
@@ -54,6 +54,8 @@ class PipelineRepository:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def delete(self, pipeline: Pipeline) -> None:
+        runs = select(PipelineRun.id).where(PipelineRun.pipeline_id == pipeline.id).scalar_subquery()
+        self.session.execute(delete(PipelineRunStep).where(PipelineRunStep.run_id.in_(runs)))
         self.session.execute(delete(PipelineRun).where(PipelineRun.pipeline_id == pipeline.id))
         self.session.execute(delete(Pipeline).where(Pipeline.id == pipeline.id))
 
@@ -89,6 +91,28 @@ class PipelineRepository:
     def pipelines_with_waiting_runs(self, limit: int = 500) -> list[str]:
         return list(self.session.scalars(select(PipelineRun.pipeline_id).where(PipelineRun.status == "waiting")
                                          .distinct().limit(limit)))
+
+    def update_active_run(self, run_id: str, **values: Any) -> bool:
+        """Compare-and-set: write ``values`` only while the run is queued or running, so of the scheduler
+        settling it and a step's end ending it at the same moment, one ends it (one webhook), and a stale
+        settle cannot overwrite an ended run's status, counts or error. False: it had ended."""
+        result = self.session.execute(
+            update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.status.in_(ACTIVE))
+            .values(**values).execution_options(synchronize_session=False))
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    # --- steps ------------------------------------------------------------------
+    def add_step(self, step: PipelineRunStep) -> None:
+        """Flushes at once: a step started twice (a finalize step run again) fails here (IntegrityError)."""
+        self.session.add(step)
+        self.session.flush()
+
+    def step_for_job(self, job_id: str) -> PipelineRunStep | None:
+        return self.session.scalar(select(PipelineRunStep).where(PipelineRunStep.job_id == job_id))
+
+    def steps(self, run_id: str) -> list[PipelineRunStep]:
+        return list(self.session.scalars(select(PipelineRunStep).where(PipelineRunStep.run_id == run_id)
+                                         .order_by(PipelineRunStep.lane, PipelineRunStep.step)))
 
     def jobs(self, job_ids: list[str]) -> dict[str, Job]:
         if not job_ids:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 JobKindName = Literal["campaign", "augmentation", "batch"]
+StepKindName = Literal["campaign", "augmentation", "batch", "export"]
 Concurrency = Literal["skip", "queue", "cancel_previous"]
 CatchUp = Literal["run_once", "skip"]
 RUN_STATUSES = ("waiting", "queued", "running", "succeeded", "failed", "cancelled", "skipped")
@@ -64,33 +65,71 @@ class JobSpec(BaseModel):
     request: dict[StrictStr, Any] = Field(default_factory=dict)
 
 
+class StepSpec(BaseModel):
+    """One step of a chained pipeline (factory/pipelines/steps.py). The first is a job as ``job`` is;
+    each later one takes the previous step's output: ``batch`` (``request``: the ``POST /v1/batches``
+    body, ``body``: each line's chat body, the previous text appended as the last user message) or
+    ``export`` (``request``: ``{"prefix"}``, the output saved as a file whose name starts with it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: StepKindName
+    request: dict[StrictStr, Any] = Field(default_factory=dict)
+    body: dict[StrictStr, Any] | None = None
+
+
+Steps = Annotated[list[StepSpec], Field(min_length=1, max_length=20)]
+
+
+def _one_of_job_or_steps(job: JobSpec | None, steps: list[StepSpec] | None, required: bool) -> None:
+    if job is not None and steps is not None:
+        raise ValueError("give either 'job' (one step) or 'steps' (a chain), not both")
+    if required and job is None and steps is None:
+        raise ValueError("give 'job' (one step) or 'steps' (a chain)")
+
+
 class PipelineSpec(BaseModel):
-    """``POST /v1/pipelines``: create, or apply by name (the same spec again changes nothing)."""
+    """``POST /v1/pipelines``: create, or apply by name (the same spec again changes nothing).
+
+    ``job`` is a one-step pipeline; ``steps`` chains steps (``job: X`` is the same as ``steps: [X]``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Name
     schedule: Schedule
-    job: JobSpec
+    job: JobSpec | None = None
+    steps: Steps | None = None
     input: InputSource | None = None
     enabled: StrictBool = True
     concurrency: Concurrency = "skip"
     catch_up: CatchUp = "run_once"
     webhook_url: Annotated[StrictStr, Field(min_length=1, max_length=2048)] | None = None
 
+    @model_validator(mode="after")
+    def _job_or_steps(self) -> PipelineSpec:
+        _one_of_job_or_steps(self.job, self.steps, required=True)
+        return self
+
 
 class PipelineUpdate(BaseModel):
-    """``PATCH /v1/pipelines/{id}``: the fields given replace the pipeline's (``null`` clears input or webhook)."""
+    """``PATCH /v1/pipelines/{id}``: the fields given replace the pipeline's (``null`` clears input or webhook;
+    ``job`` or ``steps`` replaces every step: ``job`` makes it a one-step pipeline)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     schedule: Schedule | None = None
     job: JobSpec | None = None
+    steps: Steps | None = None
     input: InputSource | None = None
     enabled: StrictBool | None = None
     concurrency: Concurrency | None = None
     catch_up: CatchUp | None = None
     webhook_url: Annotated[StrictStr, Field(min_length=1, max_length=2048)] | None = None
+
+    @model_validator(mode="after")
+    def _job_or_steps(self) -> PipelineUpdate:
+        _one_of_job_or_steps(self.job, self.steps, required=False)
+        return self
 
 
 class Cursor(BaseModel):
@@ -104,6 +143,8 @@ class PipelineOut(BaseModel):
     name: str
     schedule: dict[str, Any]
     job: dict[str, Any]
+    # Every step, the first being ``job`` ([job] for a one-step pipeline).
+    steps: list[dict[str, Any]]
     input: dict[str, Any] | None
     enabled: bool
     concurrency: str
@@ -129,6 +170,21 @@ class RunJob(BaseModel):
     file_id: str | None = None
 
 
+class RunStep(BaseModel):
+    """One step of a run, for one of its inputs (``lane``): what it started and how it went."""
+
+    lane: int
+    step: int
+    kind: str
+    status: str
+    job_id: str | None = None
+    batch_id: str | None = None
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    counts: dict[str, int]
+    error: str | None = None
+
+
 class RunOut(BaseModel):
     id: str
     object: Literal["pipeline.run"] = "pipeline.run"
@@ -137,6 +193,8 @@ class RunOut(BaseModel):
     trigger: str
     status: str
     jobs: list[RunJob]
+    # Every step started so far, by lane then step (one lane per input file).
+    steps: list[RunStep]
     counts: dict[str, int]
     missed: int
     error: str | None

@@ -16,22 +16,34 @@ from sqlalchemy.orm import Session
 from factory.config import Settings
 from factory.db.base import new_id, utcnow
 from factory.db.models import Pipeline
-from factory.errors import Conflict, InvalidInput, NotFound
-from factory.pipelines import firing, jobspec, schedule
+from factory.errors import Conflict, FactoryError, InvalidInput, NotFound
+from factory.pipelines import firing, jobspec, schedule, steps
 from factory.pipelines.firing import AlreadyFired, Fired, Slot
 from factory.pipelines.repository import PipelineRepository
 from factory.pipelines.runs import describe as describe_run
 from factory.pipelines.schemas import Cursor, PipelineOut, PipelineSpec, PipelineUpdate, RunList
+from factory.pipelines.steps import check_first
 from factory.storage import ObjectStore
 from factory.webhooks.delivery import check_url
 
 # The stored form of a spec: what apply compares and PATCH replaces.
-FIELDS = ("schedule", "job", "input", "enabled", "concurrency", "catch_up", "webhook_url")
+FIELDS = ("schedule", "job", "chain", "input", "enabled", "concurrency", "catch_up", "webhook_url")
 
 
 def _stored(spec: PipelineSpec | PipelineUpdate) -> dict[str, Any]:
-    values = spec.model_dump(include=set(spec.model_fields_set) & set(FIELDS) if isinstance(spec, PipelineUpdate)
-                             else set(FIELDS))
+    """The spec as stored: ``steps`` is kept as its first step (``job``) and the ``chain`` after it, so
+    ``job: X`` and ``steps: [X]`` are the same pipeline (and a one-step pipeline is stored as before)."""
+    named = set(spec.model_fields_set) if isinstance(spec, PipelineUpdate) else set(FIELDS) | {"steps"}
+    values = spec.model_dump(include=named & (set(FIELDS) | {"steps"}))
+    steps = values.pop("steps", None)
+    if steps is not None:
+        first = steps[0]
+        check_first(first["kind"], first.pop("body"))
+        values["job"], values["chain"] = first, steps[1:] or None
+    elif values.get("job") is not None:
+        values["chain"] = None
+    if values.get("chain"):
+        values["chain"] = [{k: v for k, v in step.items() if v is not None} for step in values["chain"]]
     if values.get("schedule") is not None:
         given = {k: v for k, v in values["schedule"].items() if v is not None}
         values["schedule"] = {**given, "timezone": given.get("timezone") or "UTC"} if "cron" in given else given
@@ -47,8 +59,14 @@ def _check(session: Session, settings: Settings, store: ObjectStore, tenant_id: 
     if values["webhook_url"] is not None:
         check_url(values["webhook_url"], settings)
     kind, request = values["job"]["kind"], values["job"]["request"]
-    file_id = _sample_input(session, tenant_id, kind, values["input"])
-    jobspec.rehearse(settings, store, tenant_id, kind, request, file_id)
+    chained = bool(values["chain"])
+    try:
+        file_id = _sample_input(session, tenant_id, kind, values["input"])
+        jobspec.rehearse(settings, store, tenant_id, kind, request, file_id)
+    except FactoryError as exc:  # a chain's first step is steps[0]
+        raise steps.renamed(exc, "job.", "steps[0].") if chained else exc from None
+    if chained:
+        steps.check(settings, kind, values["chain"])
 
 
 def _sample_input(session: Session, tenant_id: str, kind: str, source: dict[str, Any] | None) -> str | None:
@@ -91,7 +109,7 @@ def update(session: Session, settings: Settings, store: ObjectStore, tenant_id: 
     pipeline = get(session, tenant_id, pipeline_id)
     changes = _stored(body)
     values = {name: changes.get(name, getattr(pipeline, name)) for name in FIELDS}
-    for name in ("schedule", "job", "enabled", "concurrency", "catch_up"):
+    for name in ("schedule", "job", "enabled", "concurrency", "catch_up"):  # (steps: at least one, by its schema)
         if values[name] is None:
             raise InvalidInput(f"{name} cannot be null", field=name)
     if set(changes) - {"enabled", "concurrency", "catch_up"}:
@@ -157,7 +175,8 @@ def describe(pipeline: Pipeline, applied: str | None = None) -> PipelineOut:
         cursor = Cursor(file_id=pipeline.cursor_file_id, created_at=pipeline.cursor_created_at)
     upcoming: list[datetime] = schedule.upcoming(pipeline.schedule, pipeline.next_fire_at)
     return PipelineOut(id=pipeline.id, name=pipeline.name, schedule=pipeline.schedule, job=pipeline.job,
-                       input=pipeline.input, enabled=pipeline.enabled, concurrency=pipeline.concurrency,
+                       steps=[pipeline.job, *(pipeline.chain or [])], input=pipeline.input,
+                       enabled=pipeline.enabled, concurrency=pipeline.concurrency,
                        catch_up=pipeline.catch_up, webhook_url=pipeline.webhook_url,
                        next_fire_at=pipeline.next_fire_at, next_fire_times=upcoming, cursor=cursor,
                        created_at=pipeline.created_at, updated_at=pipeline.updated_at,

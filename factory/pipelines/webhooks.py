@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from factory.config import Settings
 from factory.db.base import utcnow
 from factory.pipelines.repository import PipelineRepository
-from factory.pipelines.runs import NOTIFIED_STATUSES
+from factory.pipelines.runs import NOTIFIED_STATUSES, describe_steps
 from factory.webhooks import delivery as webhook_delivery
 from factory.webhooks.delivery import Delivery
 from factory.webhooks.signing import event
@@ -34,6 +34,7 @@ def prepare(session: Session, run_id: str) -> Delivery | None:
     event_id, payload = event(f"pipeline.run.{run.status}", {
         "id": run.id, "object": "pipeline.run", "pipeline_id": pipeline.id, "pipeline": pipeline.name,
         "slot_at": int(run.slot_at.timestamp()), "trigger": run.trigger, "status": run.status, "jobs": run.jobs,
+        "steps": [step.model_dump() for step in describe_steps(session, run)],
         "counts": run.counts or {}, "error": run.error}, int(finished.timestamp()))
     run.webhook_attempts += 1
     return Delivery(pipeline.webhook_url, event_id, payload)

@@ -213,6 +213,11 @@ def test_a_signed_webhook_on_run_success_and_failure_with_retries(
     good_file = upload(client, chat_lines("a"), "inbox-a.jsonl")
     doomed_file = upload(client, chat_lines("b"), "inbox-b.jsonl")
     events: dict[str, dict[str, dict[str, Any]]] = {}  # type -> event id -> event (a retry repeats one)
+
+    def recorded() -> list[PipelineRun]:
+        with get_sessionmaker(env["FACTORY_DATABASE_URL"])() as s:
+            return list(s.scalars(select(PipelineRun).where(PipelineRun.webhook_attempts > 0)))
+
     with webhook_receiver([500, 200]) as receiver, worker(env, tmp_path / "worker.log"), \
             scheduler(env, tmp_path / "scheduler.log"):
         good = _create(client, batch_pipeline("good", 3600, file_id=good_file, webhook_url=receiver.url))
@@ -230,18 +235,15 @@ def test_a_signed_webhook_on_run_success_and_failure_with_retries(
 
         wait_for(both_arrived, 90, "a success and a failure event")
         client.post(f"/v1/pipelines/{doomed}/pause")
+        # The first delivery was answered 500 and retried once; every other one went through at once. The
+        # receiver keeps the 500'd request too, so both may have "arrived" before that retry: wait for every
+        # outcome while the worker still runs (recorded just after the receiver answered: poll for it).
+        wait_for(lambda: all(r.webhook_delivered_at is not None for r in recorded()), 60, "the outcomes recorded")
     [ok] = [e for e in events["pipeline.run.succeeded"].values() if e["data"]["id"] == run["id"]]
     assert ok["data"]["pipeline"] == "good" and ok["data"]["status"] == "succeeded"
     assert ok["data"]["counts"]["succeeded"] == 2 and ok["data"]["jobs"][0]["file_id"] == good_file
     failed = next(iter(events["pipeline.run.failed"].values()))["data"]
     assert failed["pipeline"] == "doomed" and failed["jobs"] == [] and failed["error"].startswith("input.file_id")
-    # The first delivery was answered 500 and retried once; every other one went through at once (the
-    # outcome is recorded just after the receiver answered: poll for it).
-    def recorded() -> list[PipelineRun]:
-        with get_sessionmaker(env["FACTORY_DATABASE_URL"])() as s:
-            return list(s.scalars(select(PipelineRun).where(PipelineRun.webhook_attempts > 0)))
-
-    wait_for(lambda: all(r.webhook_delivered_at is not None for r in recorded()), 30, "the outcomes recorded")
     attempts = sorted(r.webhook_attempts for r in recorded())
     assert attempts.count(2) == 1 and set(attempts) == {1, 2}, attempts
     assert all(r.webhook_last_error is None for r in recorded())

@@ -26,6 +26,7 @@ from factory.db.models import (
     Job,
     Pipeline,
     PipelineRun,
+    PipelineRunStep,
     PromptTemplate,
     StoredFile,
     Tenant,
@@ -68,7 +69,7 @@ def tenant_tables() -> set[str]:
 
 def one_row_per_table(tenant: str) -> list[Base]:
     """A job with a chunk, an item, a source row and a verdict; a batch, a file, a template, a brand profile
-    an idempotency key, a pipeline and its run: every tenant table, its ids suffixed by the tenant."""
+    an idempotency key, a pipeline, its run and its step: every tenant table, its ids suffixed by the tenant."""
     job_id, chunk_id, item_id = f"job_{tenant}", f"chunk_{tenant}", f"item_{tenant}"
     return [
         Job(id=job_id, tenant_id=tenant, kind="personalization", model="m", queue="q", template="Hi",
@@ -93,4 +94,6 @@ def one_row_per_table(tenant: str) -> list[Base]:
                  job={"kind": "batch", "request": {}}),
         PipelineRun(id=f"run_{tenant}", tenant_id=tenant, pipeline_id=f"pipe_{tenant}", slot_at=utcnow(),
                     trigger="manual", status="queued"),
+        PipelineRunStep(id=f"step_{tenant}", tenant_id=tenant, run_id=f"run_{tenant}", lane=0, step=0, kind="batch",
+                        status="queued", job_id=job_id),
     ]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from factory.config import Settings
 from factory.db.models import Pipeline
 from factory.errors import InvalidInput
-from factory.pipelines import firing, jobspec, schedule
+from factory.pipelines import firing, jobspec, schedule, steps
 from factory.pipelines.cli import load_specs
 from factory.pipelines.schemas import PipelineSpec
 
@@ -71,10 +72,15 @@ def test_each_example_pipeline_is_a_valid_spec(path: Path) -> None:
     spec = PipelineSpec.model_validate_json(PipelineSpec.model_validate(raw).model_dump_json())
     schedule.check(spec.schedule.model_dump(exclude_none=True), min_interval_s=60)
     file_id = None if spec.input is None else "file_0123456789abcdef0123456789ab"
-    body = jobspec.build(spec.job.kind, spec.job.request, file_id)  # the kind's own request model
-    assert isinstance(body, jobspec.KINDS[spec.job.kind].body)
+    first = spec.job or (spec.steps or [])[0]
+    body = jobspec.build(first.kind, first.request, file_id)  # the kind's own request model
+    assert isinstance(body, jobspec.KINDS[first.kind].body)
+    chain = [step.model_dump(exclude_none=True) for step in (spec.steps or [])[1:]]
+    steps.check(Settings(), first.kind, chain)  # each later step as it is checked when saved
 
 
-def test_the_examples_cover_the_three_uses() -> None:
-    kinds = {load_specs(p)[0]["job"]["kind"] for p in EXAMPLES}
+def test_the_examples_cover_the_three_uses_and_a_chain() -> None:
+    specs = [load_specs(p)[0] for p in EXAMPLES]
+    kinds = {(spec.get("job") or spec["steps"][0])["kind"] for spec in specs}
     assert kinds == {"campaign", "augmentation", "batch"}
+    assert [step["kind"] for spec in specs for step in spec.get("steps", [])] == ["batch", "batch", "export"]

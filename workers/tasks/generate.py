@@ -20,6 +20,7 @@ from factory.db.session import session_scope
 from factory.jobs import execution
 from factory.lineage import events as lineage
 from factory.logs import describe_exception
+from factory.pipelines import chain as pipeline_chain
 from factory.queue import FINALIZE_JOB_TASK, GENERATE_CHUNK_TASK
 from factory.reliability.transient import is_transient, retry_delay
 from factory.storage import open_store
@@ -57,7 +58,7 @@ def finalize_job(self: Task, job_id: str) -> str:
                 return "skipped"
             outbox_ids = handler_for(job.kind).finalize(session, job, open_store(settings))
             status: Any = execution.finish_job(session, job_id)
-            outbox_ids += _lineage(session, settings, job, status)
+            outbox_ids += _ended(session, settings, job, status)
     except Exception as exc:
         if is_transient(exc) or self.request.retries < FINALIZE_MAX_RETRIES:
             raise self.retry(countdown=retry_delay(self.request.retries), exc=exc) from exc
@@ -65,14 +66,16 @@ def finalize_job(self: Task, job_id: str) -> str:
         with session_scope(settings.database_url) as session:
             status = execution.finish_job(session, job_id, error=f"finalization failed: {type(exc).__name__}")
             job = session.get(Job, job_id)
-            outbox_ids = _lineage(session, settings, job, status) if job is not None else []
+            outbox_ids = _ended(session, settings, job, status) if job is not None else []
         relay_after_commit(settings, outbox_ids)
         return "failed"
     relay_after_commit(settings, outbox_ids)  # after the final status is committed
     return f"finished:{status}"
 
 
-def _lineage(session: Session, settings: Settings, job: Job, status: JobStatus | None) -> list[str]:
-    """The job's final OpenLineage event (COMPLETE, FAIL or ABORT), asked for in the transaction that ends it."""
+def _ended(session: Session, settings: Settings, job: Job, status: JobStatus | None) -> list[str]:
+    """What a job's end asks for, in the transaction that ends it: its final OpenLineage event (COMPLETE,
+    FAIL or ABORT), and, when it is a pipeline run's step, the run's next step or its end."""
     event_type = lineage.final_event_type(status)
-    return lineage.request(session, settings, job, event_type) if event_type else []
+    outbox_ids = lineage.request(session, settings, job, event_type) if event_type else []
+    return outbox_ids + pipeline_chain.on_job_finished(session, settings, open_store(settings), job, status)

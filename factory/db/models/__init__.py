@@ -9,7 +9,7 @@ from factory.db.models.idempotency import IdempotencyKey
 from factory.db.models.jobs import TERMINAL_JOB_STATUSES, Chunk, ChunkState, Item, ItemState, Job, JobStatus
 from factory.db.models.leases import LeaderLease
 from factory.db.models.outbox import OutboxMessage
-from factory.db.models.pipelines import Pipeline, PipelineRun
+from factory.db.models.pipelines import Pipeline, PipelineRun, PipelineRunStep
 
 __all__ = [
            "TERMINAL_JOB_STATUSES",
@@ -29,6 +29,7 @@ __all__ = [
            "OutboxMessage",
            "Pipeline",
            "PipelineRun",
+           "PipelineRunStep",
            "PromptTemplate",
            "StoredFile",
            "Tenant",

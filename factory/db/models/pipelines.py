@@ -30,6 +30,9 @@ class Pipeline(Base):
     schedule: Mapped[dict[str, Any]] = mapped_column(JSON)
     # {"kind": "campaign" | "augmentation" | "batch", "request": {... the direct submission's body}}
     job: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The steps after the first (chained: each takes the previous step's output), [{"kind", "request",
+    # "body"?}]; None for a one-step pipeline. ``job`` is the first step.
+    chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     # None, {"source": "file", "file_id"}, {"source": "newest" | "new_since_last_run", "prefix"}
     input: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -67,6 +70,8 @@ class PipelineRun(Base):
     jobs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The pipeline's ``chain`` when the run fired: a run follows the steps it fired with, edits or not.
+    chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     # Earlier slots this firing stands for (they came due while no scheduler ran, or behind this one).
     missed: Mapped[int] = mapped_column(Integer, default=0)
     fired_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -75,3 +80,37 @@ class PipelineRun(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_delivered_at: Mapped[datetime | None] = mapped_column(default=None)
     webhook_last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class PipelineRunStep(Base):
+    """One step of a run, for one of its inputs (a "lane": a run over three new files runs three chains).
+
+    Step 0 is written with the run; step n+1 in the transaction that ends step n's job (the job's
+    finalize step, factory/pipelines/chain.py), with step n's output as its input. Unique on (run, lane,
+    step), so a step is started once; ``job_id`` is unique, which is how a job's end finds its step.
+    """
+
+    __tablename__ = "pipeline_run_steps"
+    __table_args__ = (
+        UniqueConstraint("run_id", "lane", "step", name="uq_pipeline_run_steps_run_id_lane_step"),
+        UniqueConstraint("job_id", name="uq_pipeline_run_steps_job_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True)
+    lane: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    # campaign | augmentation | batch | export
+    kind: Mapped[str] = mapped_column(String(16))
+    # queued | running | succeeded | failed | cancelled (stored once final; derived from the job before)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    input_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # What the next step takes: a batch's output file, an export's file (None until it ended).
+    output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
