@@ -19,8 +19,9 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 class JSONSchemaSpec(TypedDict):
     name: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     description: NotRequired[Annotated[StrictStr, Field(max_length=4096)] | None]
-    # Optional in OpenAI's definition; required here (``checks`` says so by name): no schema, no grammar.
-    schema: NotRequired[dict[str, Any] | None]
+    # Optional in OpenAI's definition; required here, and an object: no schema, no grammar. (The openai
+    # SDK's ``parse`` always sends one.) Said in the OpenAPI document, so a client generated from it knows.
+    schema: dict[str, Any]
     # Recorded; the output follows the schema either way (the grammar allows nothing else).
     strict: NotRequired[StrictBool | None]
 

@@ -38,8 +38,10 @@ MODEL = "smollm2-135m-instruct"
 # the key field the body names, a CSV or JSONL audience or upload must parse, a batch's input file must be
 # an upload of batch lines, a webhook needs the server's secret and a public address, a brand's
 # required phrases may not contain its banned ones, and a pipeline's cron must parse, its zone exist and
-# its job pass the kind's own checks (its schedule and input also take one of two shapes each).
-CHECKED_BEYOND_SCHEMA = ["POST /v1/jobs", "POST /v1/campaigns", "POST /v1/templates", "PUT /v1/templates/{name}",
+# its job pass the kind's own checks (its schedule and input also take one of two shapes each); a chat
+# completion's response_format schema must be one the grammar can enforce (keywords, size, depth), and stop
+# strings cannot be combined with it.
+CHECKED_BEYOND_SCHEMA = ["POST /v1/chat/completions", "POST /v1/jobs", "POST /v1/campaigns", "POST /v1/templates", "PUT /v1/templates/{name}",
                          "POST /v1/files", "POST /v1/batches", "POST /v1/brands", "PUT /v1/brands/{name}",
                          "POST /v1/pipelines", "PATCH /v1/pipelines/{pipeline_id}"]
 

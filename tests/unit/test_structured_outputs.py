@@ -122,6 +122,8 @@ def test_a_json_schema_without_a_schema_is_refused_by_name() -> None:
     {"type": "json_schema", "json_schema": {"name": "has space", "schema": {}}},
     {"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "extra": 1}},
     {"type": "json_schema"},
+    {"type": "json_schema", "json_schema": {"name": "x"}},
+    {"type": "json_schema", "json_schema": {"name": "x", "schema": None}},
     {"type": "grammar", "grammar": "root ::= x"},
     {"type": "json_object", "schema": {}},
 ])
