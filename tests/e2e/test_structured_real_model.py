@@ -90,7 +90,7 @@ LINES = [
 ]
 PRODUCT = Product.model_json_schema()
 # 42 more lines, so the batch holds 50 that mix every schema above with free text, chunk after chunk.
-EXTRA = [line(f"ticket-x{n}", TICKET_PROMPT, seed=100 + n, max_tokens=120, response_format=fmt("ticket", TICKET))
+EXTRA = [line(f"ticket-x{n}", TICKET_PROMPT, seed=100 + n, response_format=fmt("ticket", TICKET))
          for n in range(14)]
 EXTRA += [line(f"product-x{n}", f"Describe product number {n} of our bike shop as JSON: its name and whether a "
                "customer needs it urgently.", seed=200 + n, max_tokens=60, response_format=fmt("product", PRODUCT))
