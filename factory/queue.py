@@ -165,6 +165,17 @@ def send_many(settings: Settings, task_name: str, queue: str, messages: Sequence
             pipe.execute()
 
 
+def workers(settings: Settings, timeout_s: float) -> list[tuple[str, int]]:
+    """(name, tasks running) of every worker that answers a broadcast ping within ``timeout_s``
+    (Celery's remote control: the workers' own heartbeat on the broker)."""
+    control = _producer(settings).control
+    names = sorted(name for reply in control.ping(timeout=timeout_s) for name in reply)
+    if not names:
+        return []
+    active = control.inspect(destination=names, timeout=timeout_s).active() or {}
+    return [(name, len(active.get(name) or [])) for name in names]
+
+
 def ping_broker(settings: Settings) -> bool:
     try:
         with _producer(settings).connection_for_write() as conn:

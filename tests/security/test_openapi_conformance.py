@@ -41,7 +41,8 @@ MODEL = "smollm2-135m-instruct"
 # its job pass the kind's own checks (its schedule and input also take one of two shapes each); a chat
 # completion's response_format schema must be one the grammar can enforce (keywords, size, depth), and stop
 # strings cannot be combined with it.
-CHECKED_BEYOND_SCHEMA = ["POST /v1/chat/completions", "POST /v1/jobs", "POST /v1/campaigns", "POST /v1/templates", "PUT /v1/templates/{name}",
+CHECKED_BEYOND_SCHEMA = ["POST /v1/chat/completions", "POST /v1/jobs", "POST /v1/campaigns", "POST /v1/templates",
+                         "PUT /v1/templates/{name}",
                          "POST /v1/files", "POST /v1/batches", "POST /v1/brands", "PUT /v1/brands/{name}",
                          "POST /v1/pipelines", "PATCH /v1/pipelines/{pipeline_id}"]
 

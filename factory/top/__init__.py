@@ -1,0 +1,1 @@
+"""``factory top``: queues, workers and running jobs, refreshing in place (an operator's view, all tenants)."""
