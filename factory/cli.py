@@ -24,6 +24,7 @@ from factory.demo import demo
 from factory.pipelines.cli import pipelines_app
 from factory.provenance.hashing import sha256_text
 from factory.quotas.cli import tenants_app
+from factory.verify.cli import verify
 
 if TYPE_CHECKING:
     from factory.reliability.schemas import DoctorReport
@@ -35,6 +36,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(pipelines_app, name="pipelines")
 app.command()(demo)
+app.command()(verify)
 
 
 @app.command()
