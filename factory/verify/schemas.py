@@ -8,9 +8,10 @@ from pydantic import BaseModel
 
 
 class Reason(BaseModel):
-    """Why a regeneration does not match its record. ``field``: ``text`` (``at``: the first differing
-    character, 0-based), ``prompt_sha256``, ``weights_sha256``, ``generator``, ``device``, ``dtype`` or
-    ``libraries.<name>``, with the ``recorded`` value and what the regeneration had (``now``)."""
+    """Why a regeneration does not match its record. ``field``: ``weights_sha256``, ``generator``,
+    ``device``, ``dtype``, ``libraries.torch``, ``libraries.transformers`` or ``prompt_sha256``, with the
+    ``recorded`` value and what the regeneration had (``now``); or ``text``: ``at`` is the first
+    differing character (0-based), ``recorded`` and ``now`` the two texts' lengths (never the texts)."""
 
     field: str
     recorded: Any = None
