@@ -25,6 +25,7 @@ from factory.pipelines.cli import pipelines_app
 from factory.provenance.hashing import sha256_text
 from factory.quotas.cli import tenants_app
 from factory.top.cli import top
+from factory.verify.cli import verify
 
 if TYPE_CHECKING:
     from factory.reliability.schemas import DoctorReport
@@ -37,6 +38,7 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(pipelines_app, name="pipelines")
 app.command()(demo)
 app.command()(top)
+app.command()(verify)
 
 
 @app.command()

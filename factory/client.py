@@ -53,6 +53,13 @@ class FactoryClient:
         return self._check(self.http.get(  # type: ignore[no-any-return]
             "/v1/provenance/lookup", params={"sha256": content_sha256, "limit": limit}))
 
+    def verify(self, item_id: str) -> dict[str, Any]:
+        """Ask a worker to regenerate an item from its record: a verification to poll."""
+        return self._check(self.http.post(f"/v1/items/{item_id}/verify"))  # type: ignore[no-any-return]
+
+    def verification(self, verification_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/verifications/{verification_id}"))  # type: ignore[no-any-return]
+
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/results") as resp:
             if resp.status_code >= 400:

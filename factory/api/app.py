@@ -30,6 +30,7 @@ from factory.api.routes import (
     pipelines,
     provenance,
     templates,
+    verify,
 )
 from factory.auth import service as auth_service
 from factory.config import Settings, get_settings
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(health.router)
     app.include_router(metrics.router)
     for domain in (jobs, admin, keys, files, batches, chat, templates, brands, campaigns, augmentation, provenance,
-                   pipelines):
+                   pipelines, verify):
         app.include_router(domain.router, dependencies=[Depends(get_principal)], responses=openapi.AUTHENTICATED)
     routing.check_routes(app)
     openapi.install(app, settings)

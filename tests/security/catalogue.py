@@ -93,6 +93,8 @@ ENDPOINTS = [
              "webhook_url", lambda s: s.max_body_bytes),
     *(Endpoint("POST", f"/v1/pipelines/{{pipeline_id}}/{action}", f"/v1/pipelines/pipe_0000/{action}",
                {"note": SLOT}, "note", lambda s: s.resource_max_body_bytes) for action in ("pause", "resume", "run")),
+    Endpoint("POST", "/v1/items/{item_id}/verify", "/v1/items/itm_00000000000000000000000000ff/verify",
+             {"note": SLOT}, "note", lambda s: s.resource_max_body_bytes),
 ]
 FILES_ROUTE = ("POST", "/v1/files")
 

@@ -12,6 +12,7 @@ from workers.kinds.batch import BatchHandler
 from workers.kinds.campaign import CampaignHandler
 from workers.kinds.chat import ChatHandler
 from workers.kinds.personalization import PersonalizationHandler
+from workers.kinds.verify import VerifyHandler
 
 HANDLERS: dict[str, KindHandler] = {
     "personalization": PersonalizationHandler(),
@@ -19,6 +20,7 @@ HANDLERS: dict[str, KindHandler] = {
     "augmentation": AugmentationHandler(),
     "batch": BatchHandler(),
     "chat": ChatHandler(),
+    "verify": VerifyHandler(),
 }
 
 
