@@ -26,19 +26,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from bench.inprocess import finalize, run_chunks
 from bench.readme import write_section
 from factory.augmentation import service as augmentation_service
 from factory.augmentation.schemas import AugmentationJobCreate
 from factory.config import Settings
 from factory.db.migrate import upgrade
-from factory.db.models import Item, Job
+from factory.db.models import Item
 from factory.db.session import session_scope
-from factory.jobs import execution
-from factory.jobs.repository import JobRepository
 from factory.storage import open_store
 from workers import runtime
-from workers.chunk_runner import Result, run_chunk
-from workers.kinds import handler_for
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "augmentation"
@@ -64,17 +61,10 @@ def run(output: str, k: int, quick: bool) -> dict[str, Any]:
             job_id = augmentation_service.create_job(s, settings, store, "default", _body(output, k)).job.id
         gen = runtime.get_generator(settings, settings.model)  # loaded before the clock starts
         started = time.perf_counter()
-        with session_scope(settings.database_url) as s:
-            chunk_ids = JobRepository(s).chunk_ids(job_id)
-        for n, chunk_id in enumerate(chunk_ids):
-            outcome = run_chunk(settings, chunk_id, message_id=f"bench-{n}")
-            assert outcome.result == Result.DONE, (chunk_id, outcome)
+        run_chunks(settings, job_id)
         generate_s = time.perf_counter() - started
+        finalize(settings, store, job_id)
         with session_scope(settings.database_url) as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            handler_for(job.kind).finalize(s, job, store)
-            execution.finish_job(s, job_id)
             items = s.query(Item).filter(Item.job_id == job_id).all()
             failed = sum(1 for i in items if i.error)
             tokens = sum(int((i.provenance or {}).get("completion_tokens") or 0) for i in items)

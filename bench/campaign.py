@@ -30,6 +30,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from bench.inprocess import finalize, run_chunks
 from factory.brands import service as brands_service
 from factory.brands.schemas import BrandCreate
 from factory.campaigns import service as campaigns_service
@@ -40,15 +41,11 @@ from factory.config import Settings
 from factory.db.migrate import upgrade
 from factory.db.models import Job
 from factory.db.session import session_scope
-from factory.jobs import execution
-from factory.jobs.repository import JobRepository
 from factory.storage import open_store
 from factory.storage.keys import campaign_report_key
 from factory.templates import service as templates_service
 from factory.templates.schemas import TemplateCreate
 from workers import runtime
-from workers.chunk_runner import Result, run_chunk
-from workers.kinds import handler_for
 
 REPO = Path(__file__).resolve().parents[1]
 README = Path(__file__).with_name("README.md")
@@ -94,16 +91,8 @@ def run(definition: Path, recipients: int | None, chunk_size: int, quick: bool,
             job_id = campaigns_service.create_campaign(s, settings, store, "default", body).job.id
         gen = runtime.get_generator(settings, settings.model)  # loaded before the clock starts
         started = time.perf_counter()
-        with session_scope(settings.database_url) as s:
-            chunk_ids = JobRepository(s).chunk_ids(job_id)
-        for n, chunk_id in enumerate(chunk_ids):
-            outcome = run_chunk(settings, chunk_id, message_id=f"bench-{n}")
-            assert outcome.result == Result.DONE, (chunk_id, outcome)
-        with session_scope(settings.database_url) as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            handler_for(job.kind).finalize(s, job, store)  # what the finalize_job task does
-            execution.finish_job(s, job_id)
+        run_chunks(settings, job_id)
+        finalize(settings, store, job_id)
         report: dict[str, Any] = json.loads(store.get_bytes(campaign_report_key("default", job_id)))
         report["generate_s"] = round(time.perf_counter() - started, 1)
         report["device"] = gen.info.device
