@@ -126,8 +126,12 @@ def test_api_and_worker_run_jobs_files_and_batches_under_row_level_security(
         assert [r["id"] for r in runs] == [run.json()["id"]] and runs[0]["status"] == "succeeded", runs
         chat = http.post("/v1/chat/completions", json=BATCH_LINES[0]["body"])
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"], chat.text
-        doctor = http.get("/v1/admin/doctor").json()
+        # The chat's job finalizes after its answer: wait for it, so the worker is not stopped mid-task.
+        deadline = time.monotonic() + 60
+        while (doctor := http.get("/v1/admin/doctor").json())["jobs_finalizing"] and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert doctor["chunks"]["succeeded"] > 0 and doctor["outbox_unsent"] == 0, doctor
+        assert doctor["jobs_finalizing"] == 0, doctor
 
     # The CLI's system-mode sessions, as the same role.
     for args in (["reconcile", "--once"], ["doctor", "--json"]):
