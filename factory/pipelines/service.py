@@ -26,6 +26,8 @@ from factory.pipelines.steps import check_first
 from factory.storage import ObjectStore
 from factory.webhooks.delivery import check_url
 
+# Pause and resume re-read and retry this often when a firing bumped the revision meanwhile.
+TOGGLE_ATTEMPTS = 5
 # The stored form of a spec: what apply compares and PATCH replaces.
 FIELDS = ("schedule", "job", "chain", "input", "enabled", "concurrency", "catch_up", "webhook_url")
 
@@ -132,12 +134,23 @@ def _replace(session: Session, pipeline: Pipeline, values: dict[str, Any]) -> Pi
 
 
 def set_enabled(session: Session, settings: Settings, tenant_id: str, pipeline_id: str, enabled: bool) -> Pipeline:
-    """Pause (no slot fires; runs already started go on) or resume (from the next slot after now)."""
+    """Pause (no slot fires; runs already started go on) or resume (from the next slot after now).
+
+    A firing that bumps the revision between the read and the write does not refuse the request (the
+    caller's intent does not depend on what the firing changed): it is read again and retried."""
     pipeline = get(session, tenant_id, pipeline_id)
+    for _ in range(TOGGLE_ATTEMPTS - 1):
+        try:
+            return _set_enabled_once(session, pipeline, enabled)
+        except Conflict:
+            session.refresh(pipeline)
+    return _set_enabled_once(session, pipeline, enabled)
+
+
+def _set_enabled_once(session: Session, pipeline: Pipeline, enabled: bool) -> Pipeline:
     if pipeline.enabled == enabled:
         return pipeline
-    values = {name: getattr(pipeline, name) for name in FIELDS} | {"enabled": enabled}
-    return _replace(session, pipeline, values)
+    return _replace(session, pipeline, {name: getattr(pipeline, name) for name in FIELDS} | {"enabled": enabled})
 
 
 def delete(session: Session, tenant_id: str, pipeline_id: str) -> None:

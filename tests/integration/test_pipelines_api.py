@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import ORMExecuteState
 
 from factory.client import load_campaign_file
 from factory.config import Settings
 from factory.db.base import utcnow
 from factory.db.models import Batch, Job, Pipeline, PipelineRun
 from factory.db.session import get_sessionmaker
-from factory.pipelines import firing
+from factory.pipelines import firing, service
 from factory.pipelines.cli import load_specs
 from factory.pipelines.repository import PipelineRepository
 from factory.pipelines.tick import run_tick
@@ -225,6 +226,36 @@ def test_pause_resume_patch_delete(client: TestClient, settings: Settings) -> No
     assert client.delete(f"/v1/pipelines/{pipeline_id}").status_code == 204
     assert client.get(f"/v1/pipelines/{pipeline_id}").status_code == 404
     assert count_rows(settings.database_url, Pipeline) == 0
+
+
+def test_pause_and_resume_ride_over_a_firing_between_their_read_and_write(client: TestClient,
+                                                                          settings: Settings) -> None:
+    """A scheduler firing bumps the revision after the pause read the pipeline: the pause still lands."""
+    upload(client, chat_lines("a"), "inbox-a.jsonl")
+    pipeline_id = client.post("/v1/pipelines", json=batch_pipeline("inbox", prefix="inbox-")).json()["id"]
+    maker = get_sessionmaker(settings.database_url)
+    bumps = 0
+
+    def fire_first(state: ORMExecuteState) -> None:
+        nonlocal bumps
+        if state.is_update and bumps == 0:
+            bumps += 1
+            with maker() as other:
+                other.execute(update(Pipeline).where(Pipeline.id == pipeline_id)
+                              .values(revision=Pipeline.revision + 1))
+                other.commit()
+
+    for enabled in (False, True):
+        bumps = 0
+        with maker() as s:
+            event.listen(s, "do_orm_execute", fire_first)
+            tenant = PipelineRepository(s).get_by_id(pipeline_id)
+            assert tenant is not None
+            pipeline = service.set_enabled(s, settings, tenant.tenant_id, pipeline_id, enabled)
+            s.commit()
+            assert pipeline.enabled is enabled and bumps == 1
+    described = client.get(f"/v1/pipelines/{pipeline_id}").json()
+    assert described["enabled"] is True and described["next_fire_at"] is not None
 
 
 def test_another_tenant_sees_nothing(client: TestClient, settings: Settings) -> None:
