@@ -57,6 +57,11 @@ class FactoryClient:
         """Ask a worker to regenerate an item from its record: a verification to poll."""
         return self._check(self.http.post(f"/v1/items/{item_id}/verify"))  # type: ignore[no-any-return]
 
+    def verify_job(self, job_id: str, sample: int | None = None, seed: int | None = None) -> dict[str, Any]:
+        """Ask the workers to regenerate a job's items (or a seeded random sample): a verification to poll."""
+        body = {name: value for name, value in (("sample", sample), ("seed", seed)) if value is not None}
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/verify", json=body))  # type: ignore[no-any-return]
+
     def verification(self, verification_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/verifications/{verification_id}"))  # type: ignore[no-any-return]
 

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     torch_dtype: str = "auto"
     device: str = "auto"
 
+    # Items one verification regenerates (a job's items, or a sample of them): each is a copy of the
+    # item's record and text, and a generation on a worker.
+    verify_max_items: int = Field(default=1_000, ge=1)
+
     # --- OpenAI-compatible files, batches and chat completions ---------------
     batch_max_lines: int = Field(default=50_000, ge=1)
     batch_max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)

@@ -1,4 +1,5 @@
-"""Verify with the real model: every item of a job made in one batch of 8 regenerates alone, byte for byte.
+"""Verify with the real model: a job made in one batch of 8, verified as a whole, regenerates alone, byte
+for byte.
 
 API process -> Redis -> worker process -> PostgreSQL + S3, SmolLM2-135M on this machine's CPU.
 """
@@ -44,22 +45,21 @@ def test_items_of_a_real_batch_of_8_verify_byte_for_byte(
         # Prompts of different lengths: every row but the longest was left-padded in its batch.
         assert len({x["provenance"]["prompt_tokens"] for x in lines}) > 1
 
-        started = [client.post(f"/v1/items/{x['item_id']}/verify") for x in lines]
-        assert [s.status_code for s in started] == [202] * 8, [s.text for s in started]
-        answers: dict[str, dict[str, Any]] = {}
+        # The whole job as one verification: a job of kind verify, each item regenerated alone.
+        started = client.post(f"/v1/jobs/{job['id']}/verify")
+        assert started.status_code == 202, started.text
+        answer: dict[str, Any] = started.json()
         deadline = time.monotonic() + 600
-        while len(answers) < 8:
-            assert time.monotonic() < deadline, answers
-            for s in started:
-                body = client.get(s.json()["url"]).json()
-                if body["result"] is not None or body["status"] in ("failed", "cancelled"):
-                    answers[body["item_id"]] = body
+        while answer["status"] not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, answer
             time.sleep(0.5)
-        assert {a["result"] for a in answers.values()} == {"match"}, answers
-        assert all(a["reasons"] == [] for a in answers.values())
+            answer = client.get(answer["url"]).json()
+        assert answer["counts"] == {"total": 8, "match": 8, "mismatch": 0, "failed": 0, "pending": 0}, answer
+        assert (answer["result"], answer["mismatches"], answer["reason_counts"]) == ("match", [], {})
+        again = {(x := json.loads(raw))["provenance"]["verify"]["item_id"]: x
+                 for raw in client.get(f"/v1/jobs/{answer['id']}/results").text.splitlines()}
         for line in lines:
-            [again] = [json.loads(x) for x in
-                       client.get(f"/v1/jobs/{answers[line['item_id']]['id']}/results").text.splitlines()]
-            assert again["text"] == line["text"] and again["provenance"]["batch_size"] == 1
-            assert again["provenance"]["weights_sha256"] == line["provenance"]["weights_sha256"]
-            assert again["provenance"]["dtype"] == "float32"
+            regenerated = again[line["item_id"]]
+            assert regenerated["text"] == line["text"] and regenerated["provenance"]["batch_size"] == 1
+            assert regenerated["provenance"]["weights_sha256"] == line["provenance"]["weights_sha256"]
+            assert regenerated["provenance"]["dtype"] == "float32"

@@ -95,6 +95,8 @@ ENDPOINTS = [
                {"note": SLOT}, "note", lambda s: s.resource_max_body_bytes) for action in ("pause", "resume", "run")),
     Endpoint("POST", "/v1/items/{item_id}/verify", "/v1/items/itm_00000000000000000000000000ff/verify",
              {"note": SLOT}, "note", lambda s: s.resource_max_body_bytes),
+    Endpoint("POST", "/v1/jobs/{job_id}/verify", "/v1/jobs/job_00000000000000000000000000ff/verify",
+             {"sample": 2, "note": SLOT}, "note", lambda s: s.resource_max_body_bytes),
 ]
 FILES_ROUTE = ("POST", "/v1/files")
 

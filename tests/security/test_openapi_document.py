@@ -42,7 +42,7 @@ def error_schema(op: dict[str, Any], status: str) -> Any:
 def test_every_keyed_operation_declares_its_errors_with_the_error_body(sqlite_session_url: str) -> None:
     ops = operations(document(Settings(database_url=sqlite_session_url)))
     keyed = {name: op for name, op in ops.items() if name.split()[1].startswith("/v1/")}
-    assert len(keyed) == 47  # 34, the two provenance routes, 9 for pipelines, 2 for verify
+    assert len(keyed) == 48  # 34, the two provenance routes, 9 for pipelines, 3 for verify
     for name, op in keyed.items():
         for status in ("401", "403", "413", "422", "429", "503"):
             assert error_schema(op, status) == ERROR_BODY, (name, status)

@@ -42,7 +42,10 @@ class VerifyHandler(KindHandler):
         return out
 
     def run(self, gen: Generator, job: Job, items: list[Item]) -> list[Outcome]:
-        outcomes = [generate_isolating(gen, [req])[0] for req in self.requests(job, items)]  # each alone
+        # Each alone, and recorded so (a chunk of a job's verification holds several items).
+        outcomes = [generate_isolating(gen, [req])[0] for req in self.requests(job, items)]
+        for outcome in outcomes:
+            outcome.extra = {**(outcome.extra or {}), "batch_size": 1}
         for item, outcome in zip(items, outcomes, strict=True):
             target = (item.request or {}).get("target") or {}
             if outcome.result is None:
