@@ -10,6 +10,8 @@ finalize step writes the report and the exports. Prints the report's figures and
 
     python -m bench.campaign                                   # segment mode, 240 recipients
     python -m bench.campaign --definition examples/campaign/campaign.json   # one copy per recipient
+    python -m bench.campaign --definition examples/campaign/campaign-personal.json --recipients 24
+                                                               # personalize_with: depth per variant
     python -m bench.campaign --quick                           # smoke mode for CI (fake generator, seconds)
 """
 
@@ -159,7 +161,8 @@ def main() -> None:
                 + (f" [{way}]" if way else ""))
         out = row(name, report)
         print(out)
-        print(json.dumps({k: report[k] for k in ("repairs", "by_variant")}, indent=1))
+        print(json.dumps({k: report[k] for k in ("repairs", "by_variant", "personalization_depth",
+                                                 "personalization_depth_first_attempt")}, indent=1))
         if args.quick:
             assert report["pass_rate"] is not None and report["items"] > 0, report
             continue

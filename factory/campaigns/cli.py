@@ -55,6 +55,9 @@ def print_report(report: dict[str, Any]) -> None:
     for key in ("recipients", "segments", "items", "passed", "pass_rate_before_repair", "pass_rate_first_attempt",
                 "pass_rate", "attempts_histogram", "repairs", "failed_checks_final", "model_requests", "elapsed_s"):
         table.add_row(key, json.dumps(report.get(key)))
+    for key in ("personalization_depth", "personalization_depth_first_attempt"):
+        if report.get(key):
+            table.add_row(key, json.dumps(report[key]))
     console.print(table)
 
 

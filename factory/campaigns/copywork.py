@@ -15,7 +15,8 @@ from typing import Any
 from factory.campaigns import structured_copy
 from factory.campaigns.plan import CampaignPlan, MessagePlan
 from factory.campaigns.prompting import FieldRequest, field_request, opening_for
-from factory.channels.checks import CheckRules, check_copy
+from factory.channels import personal
+from factory.channels.checks import CheckRules, check_copy, copy_text
 from factory.channels.repairs import RepairedCopy, repair_copy
 from factory.channels.specs import channel
 from factory.channels.text import fill_merge_tags
@@ -55,7 +56,7 @@ def start(plan: CampaignPlan, item_id: str, request: Mapping[str, Any], brief: s
     message = plan.messages[int(request["message"])]
     merge = dict(request.get("merge") or {})
     return CopyWork(item_id=item_id, variant_id=str(request["variant_id"]), message=message, brief=brief,
-                    merge=merge, seed=seed, rules=plan.rules(message, merge),
+                    merge=merge, seed=seed, rules=plan.rules(message, merge, request.get("personalize")),
                     todo=set(channel(message.channel).field_names))
 
 
@@ -65,8 +66,8 @@ def field_seed(work: CopyWork, name: str) -> int:
 
 
 def requests_for(plan: CampaignPlan, work: CopyWork) -> list[tuple[str, FieldRequest, int]]:
-    return [(name, field_request(plan, work.message, name, work.brief, work.merge), field_seed(work, name))
-            for name in sorted(work.todo)]
+    return [(name, field_request(plan, work.message, name, work.brief, work.merge, work.rules.personalize),
+             field_seed(work, name)) for name in sorted(work.todo)]
 
 
 def request_fingerprints(plan: CampaignPlan, work: CopyWork) -> dict[str, str]:
@@ -77,7 +78,7 @@ def request_fingerprints(plan: CampaignPlan, work: CopyWork) -> dict[str, str]:
         return {structured_copy.COPY: structured_copy.request_fingerprint(cr), "schema": cr.schema_sha256}
     out = {}
     for name in channel(work.message.channel).field_names:
-        fr = field_request(plan, work.message, name, work.brief, work.merge)
+        fr = field_request(plan, work.message, name, work.brief, work.merge, work.rules.personalize)
         out[name] = sha256_text(canonical_json([list(fr.messages), fr.prefill, list(fr.stop), fr.max_new_tokens]))
     return out
 
@@ -136,4 +137,7 @@ def summary(work: CopyWork) -> dict[str, Any]:
         "attempts": work.attempts, "requests": work.requests, "passed_raw_first_attempt": work.passed_raw,
         "passed_first_attempt": bool(work.history) and not work.history[0]["failed"],
         "repairs": work.copy.repairs if work.copy else [], "history": work.history, "errors": work.errors,
+        **({"personalized": personal.used_fields(copy_text(work.copy.fields, work.rules), work.rules.personalize,
+                                                 work.rules.language)}
+           if work.rules.personalize and work.copy else {}),
     }

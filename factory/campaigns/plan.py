@@ -40,6 +40,7 @@ class MessagePlan(BaseModel):
     control: dict[str, str] | None
     sms_max_segments: int
     max_new_tokens: dict[str, int]
+    personalize_with: list[str] = []  # recipient fields the copy must use (recipient mode)
 
 
 class VariantPlan(BaseModel):
@@ -84,8 +85,10 @@ class CampaignPlan(BaseModel):
     def control_ids(self) -> list[tuple[str, MessagePlan]]:
         return [(f"{m.channel}.control", m) for m in self.messages if m.control]
 
-    def rules(self, message: MessagePlan, merge_values: Mapping[str, Any]) -> CheckRules:
-        """The checks for one copy; ``merge_values`` are the recipient's (or a segment's worst case)."""
+    def rules(self, message: MessagePlan, merge_values: Mapping[str, Any],
+              personalize: Mapping[str, Any] | None = None) -> CheckRules:
+        """The checks for one copy; ``merge_values`` are the recipient's (or a segment's worst case),
+        ``personalize`` the recipient's values of the message's ``personalize_with`` fields."""
         brand = self.brand.rules
         tags = frozenset(self.merge_tags)
         required: dict[str, list[str]] = {str(k): v for k, v in brand.required_phrases.items()}
@@ -98,4 +101,5 @@ class CampaignPlan(BaseModel):
             reading_grade_max=brand.reading_grade_max, merge_tags=tags,
             merge_worst={k: str(v) for k, v in merge_values.items()}, sms_max_segments=message.sms_max_segments,
             opening=opening, brand_name=brand.display_name,
+            personalize={k: str(v) for k, v in (personalize or {}).items()},
         )

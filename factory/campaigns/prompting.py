@@ -10,18 +10,31 @@ the model continues the copy rather than chatting about it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from factory.campaigns.plan import CampaignPlan, MessagePlan
 from factory.channels.specs import EXAMPLE_BRIEF, EXAMPLE_SEGMENT_BRIEF, FieldSpec, channel
 from factory.channels.text import MERGE_TAG, fill_merge_tags
-from factory.templates.sandbox import one_line
+from factory.templates.sandbox import DATA_CLOSE, DATA_OPEN, one_line
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
                   "pt": "Portuguese", "nl": "Dutch", "sv": "Swedish", "da": "Danish", "pl": "Polish"}
 EXAMPLE_VALUES = {"first_name": "Maria", "name": "Maria", "city": "Porto"}
+# The example brief's details its personal example answers use (channels/specs.py).
+EXAMPLE_PERSONAL_VALUES = ("a camping chair", "Porto")
+# A value quoted in the instruction is cut here (it is in the brief in full).
+MENTION_MAX_CHARS = 80
+
+
+def mention(values: Iterable[str]) -> str:
+    """'Mention «a camping chair» and «Porto».': each value as customer data, on one line."""
+    quoted = [f"{DATA_OPEN}{one_line(v)[:MENTION_MAX_CHARS]}{DATA_CLOSE}" for v in values if one_line(v)]
+    if not quoted:
+        return ""
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return f"Mention {listed}."
 
 
 @dataclass(frozen=True)
@@ -73,10 +86,15 @@ def opening_for(plan: CampaignPlan, message: MessagePlan, merge_values: Mapping[
 
 
 def field_request(plan: CampaignPlan, message: MessagePlan, field: str, brief: str,
-                  merge_values: Mapping[str, Any]) -> FieldRequest:
+                  merge_values: Mapping[str, Any], personalize: Mapping[str, str] | None = None) -> FieldRequest:
+    """One field's request. With ``personalize`` (the recipient's values of ``personalize_with``), the main
+    field's instruction names the values to mention, and the worked example shows a copy that uses its own
+    customer's city and purchase."""
     spec = channel(message.channel).field(field)
-    opening = opening_for(plan, message, merge_values) if field == channel(message.channel).main else None
-    example = spec.example
+    main = field == channel(message.channel).main
+    opening = opening_for(plan, message, merge_values) if main else None
+    personal = bool(personalize) and main and bool(spec.personal_example)
+    example = spec.personal_example if personal else spec.example
     if opening:
         example_prefill = example_opening(message.opening or "")
         if example_prefill.rstrip().endswith(","):
@@ -85,11 +103,15 @@ def field_request(plan: CampaignPlan, message: MessagePlan, field: str, brief: s
     else:
         example_prefill = prefill = spec.label
     instruction = spec.instruction
+    example_instruction = instruction
+    if personal and personalize:
+        example_instruction = f"{instruction} {mention(EXAMPLE_PERSONAL_VALUES)}"
+        instruction = f"{instruction} {mention(personalize.values())}"
     example_brief = EXAMPLE_BRIEF if plan.mode == "recipient" else EXAMPLE_SEGMENT_BRIEF
     return FieldRequest(
         messages=(
             {"role": "system", "content": system_message(plan, message)},
-            {"role": "user", "content": f"{example_brief}\n{instruction}"},
+            {"role": "user", "content": f"{example_brief}\n{example_instruction}"},
             {"role": "assistant", "content": f"{example_prefill} {example}"},
             {"role": "user", "content": f"{brief}\n{instruction}"},
         ),

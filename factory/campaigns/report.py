@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from factory.campaigns.plan import CampaignPlan
+from factory.channels.personal import CHECK
 from factory.db.base import utcnow
 from factory.db.models import Item, ItemState, Job
 
@@ -27,6 +28,10 @@ def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datet
     failed_first: Counter[str] = Counter()
     repairs: Counter[str] = Counter()
     by_variant: dict[str, Counter[str]] = {v.variant_id: Counter() for v in plan.variants}
+    named = {v.variant_id: plan.messages[v.message].personalize_with for v in plan.variants
+             if plan.messages[v.message].personalize_with}
+    depth: dict[str, Counter[str]] = {vid: Counter() for vid in named}
+    depth_first: dict[str, Counter[str]] = {vid: Counter() for vid in named}
     passed = raw_passed = first_passed = requests = completion_tokens = 0
     for item in items:
         states[item.state.value] += 1
@@ -46,6 +51,11 @@ def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datet
         history = info.get("history") or []
         if history:
             failed_first.update(history[0].get("failed", []))
+        if vid in named:
+            depth[vid]["copies"] += 1
+            depth[vid].update(f for f, used in (info.get("personalized") or {}).items() if used)
+            first = set(history[0].get("failed", [])) if history else set()
+            depth_first[vid].update(f for f in named[vid] if history and f"{CHECK}:{f}" not in first)
         repairs.update(info.get("repairs", []))
         requests += int(info.get("requests", 0))
         completion_tokens += int((item.provenance or {}).get("completion_tokens", 0) or 0)
@@ -68,5 +78,15 @@ def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datet
         "model_requests_per_recipient": round(requests / plan.recipients, 4) if plan.recipients else None,
         "by_variant": {vid: {"items": c["items"], "passed": c["passed"], "pass_rate": _rate(c["passed"], c["items"])}
                        for vid, c in by_variant.items()},
+        # Per variant with personalize_with: the share of its finished copies that use each named field,
+        # as shipped and as the model wrote them at its first attempt (before any regeneration).
+        "personalization_depth": _depth(depth, named),
+        "personalization_depth_first_attempt": _depth(depth_first, named, copies=depth),
         "elapsed_s": round((end - job.created_at).total_seconds(), 1),
     }
+
+
+def _depth(used: dict[str, Counter[str]], named: dict[str, list[str]],
+           copies: dict[str, Counter[str]] | None = None) -> dict[str, dict[str, float | None]]:
+    totals = copies or used
+    return {vid: {f: _rate(used[vid][f], totals[vid]["copies"]) for f in fields} for vid, fields in named.items()}

@@ -62,6 +62,9 @@ class MessageSpec(BaseModel):
     control: Annotated[dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=5000)]],
                        Field(max_length=16)] | None = None
     sms_max_segments: int = Field(default=1, ge=1, le=10)
+    # Recipient fields the copy must use (recipient mode; each one a variable of the template, so the
+    # model sees it): a copy that does not mention one fails the check personalization:<field>.
+    personalize_with: Annotated[list[FieldName], Field(max_length=8)] = Field(default_factory=list)
 
 
 class SamplingParams(BaseModel):

@@ -111,6 +111,14 @@ def _check_fields(body: CampaignCreate, templates: list[PromptTemplate],
                 raise InvalidInput(
                     f"in segment mode a template may use only segment_by fields; '{outside[0]}' is not one "
                     "(per-recipient values belong in merge tags)", field=f"messages[{i}].template")
+        if msg.personalize_with:
+            if body.segment_by is not None:
+                raise InvalidInput("personalize_with needs one copy per recipient: it does not apply in "
+                                   "segment mode", field=f"messages[{i}].personalize_with")
+            unseen = sorted(set(msg.personalize_with) - c.variables)
+            if unseen:
+                raise InvalidInput(f"personalize_with names '{unseen[0]}', which the template does not use: "
+                                   "the model would never see it", field=f"messages[{i}].personalize_with")
         if msg.control is not None:
             spec = channel(msg.channel)
             if set(msg.control) != set(spec.field_names):
@@ -186,6 +194,7 @@ def _message_plan(msg: MessageSpec, t: PromptTemplate) -> MessagePlan:
                                 system_prompt=t.system_prompt, variables=dict(t.variables)),
         variants=msg.variants, opening=normalise_merge_tags(msg.opening) if msg.opening else None,
         control=control, sms_max_segments=msg.sms_max_segments, max_new_tokens=tokens,
+        personalize_with=list(dict.fromkeys(msg.personalize_with)),
     )
 
 
@@ -268,10 +277,12 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
     for unit, unit_briefs in zip(units, briefs, strict=True):
         for index, variant in enumerate(plan.variants):
             brief = unit_briefs[variant.message]
+            named = plan.messages[variant.message].personalize_with
+            personalize = {"personalize": {f: str(unit.values.get(f, "")) for f in named}} if named else {}
             writer.add(key=unit.key, variant=index, record=unit.record, prompt=brief,
                        prompt_sha256=sha256_text(brief),
                        request={"campaign": {"variant_id": variant.variant_id, "message": variant.message,
-                                             "merge": unit.merge}},
+                                             "merge": unit.merge, **personalize}},
                        seed=derive_seed(job_seed, unit.key, index))
     return writer.job, writer.finish()
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from factory.channels import personal
 from factory.channels import text as T
 from factory.channels.sms import count_sms, smart_encode
 from factory.channels.specs import ChannelSpec
@@ -49,6 +50,8 @@ class CheckRules:
     sms_max_segments: int = 1
     opening: str | None = None  # the start of the main field, written by the marketer
     brand_name: str = ""
+    # personalize_with: the recipient's value of each field the copy must use (personal.py).
+    personalize: Mapping[str, str] = field(default_factory=dict)
 
 
 def phrase_pattern(phrase: str) -> re.Pattern[str]:
@@ -142,4 +145,15 @@ def check_copy(fields: Mapping[str, str], rules: CheckRules, truncated: frozense
             failed.append(f"{name}:missing")
             continue
         failed += check_field(name, fields[name], rules, name in truncated)
-    return failed + check_language(fields, rules)
+    return failed + check_language(fields, rules) + check_personalization(fields, rules)
+
+
+def copy_text(fields: Mapping[str, str], rules: CheckRules) -> str:
+    """Every field of a copy as the recipient reads it (merge tags filled)."""
+    return "\n".join(worst_case(fields[name], rules) for name in rules.channel.field_names if name in fields)
+
+
+def check_personalization(fields: Mapping[str, str], rules: CheckRules) -> list[str]:
+    if not rules.personalize:
+        return []
+    return personal.failures(copy_text(fields, rules), rules.personalize, rules.language)

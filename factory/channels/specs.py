@@ -26,6 +26,9 @@ class FieldSpec:
     instruction: str  # what the model is asked for this field
     example: str  # the worked example's answer (after the label)
     max_new_tokens: int
+    # A main field's example answer when the copy must use the customer's details (personalize_with):
+    # it uses the example brief's city and purchase.
+    personal_example: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,29 +62,36 @@ CHANNELS: dict[str, ChannelSpec] = {
                   "Complete your camping kit and save 15% until Sunday.", 32),
         FieldSpec("body", "prose", None, "Body:", "Write the email body: two or three short sentences.",
                   "We hope your camping season is off to a great start! This weekend you save 15% on all "
-                  "camping gear, so it is the perfect time to complete your kit. See you outdoors!", 80),
+                  "camping gear, so it is the perfect time to complete your kit. See you outdoors!", 80,
+                  "Your new camping chair deserves a weekend outside! Until Sunday you save 15% on all camping "
+                  "gear in our Porto store and online, so it is the perfect time to complete your kit."),
     ), main="body"),
     "sms": ChannelSpec("sms", (
         FieldSpec("text", "prose", None, "SMS:", "Write one SMS text message: at most 25 words.",
-                  "Spring sale: 15% off camping gear this weekend only. See you in store!", 48),
+                  "Spring sale: 15% off camping gear this weekend only. See you in store!", 48,
+                  "Enjoying your new camping chair? Spring sale in Porto: 15% off camping gear this weekend only."),
     ), main="text"),
     "push": ChannelSpec("push", (
         FieldSpec("title", "line", 50, "Title:", "Write the push notification title: at most 6 words.",
                   "15% off camping gear this weekend", 16),
         FieldSpec("body", "prose", 150, "Body:", "Write the push notification body: one short sentence.",
-                  "Complete your camping kit this weekend and save 15%.", 40),
+                  "Complete your camping kit this weekend and save 15%.", 40,
+                  "Pair your new camping chair with a tent: 15% off in Porto this weekend."),
     ), main="body"),
     "search_ad": ChannelSpec("search_ad", (
         FieldSpec("headline", "line", 30, "Headline:", "Write the search ad headline: at most 4 words.",
                   "Camping Gear 15% Off", 12),
         FieldSpec("description", "prose", 90, "Description:",
                   "Write the search ad description: one short sentence.",
-                  "Chairs, tents and stoves for your next trip. Save 15% this weekend.", 32),
+                  "Chairs, tents and stoves for your next trip. Save 15% this weekend.", 32,
+                  "A tent for your new camping chair? Save 15% in Porto this weekend."),
     ), main="description"),
     "social": ChannelSpec("social", (
         FieldSpec("text", "prose", 280, "Post:", "Write one social media post: at most 40 words.",
                   "Weekend plans sorted: 15% off all camping gear until Sunday. Chairs, tents, stoves "
-                  "and everything in between. See you outdoors!", 72),
+                  "and everything in between. See you outdoors!", 72,
+                  "Porto campers, your new camping chair needs a trip: 15% off all camping gear until Sunday. "
+                  "Tents, stoves and everything in between. See you outdoors!"),
     ), main="text"),
 }
 

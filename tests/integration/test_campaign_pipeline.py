@@ -204,3 +204,55 @@ def test_json_generation_asks_one_structured_request_per_copy_through_api_and_wo
             main = "body" if info["channel"] == "email" else "text"
             assert x["fields"][main].startswith("Hi {{first_name}}")
     assert report["pass_rate"] > 0.5
+
+
+def test_personalize_with_checks_each_copy_uses_the_named_fields_and_reports_depth(
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    rows = data.audience_rows()[:24]
+    audience = data.csv_bytes([{k: r[k] for k in ("id", "first_name", "city", "interest", "last_purchase")}
+                               for r in rows])
+    body = {"name": "autumn-personal", "brand": "trailhead", "audience": data.inline(audience, key_column="id"),
+            "merge_tags": ["first_name"], "name_tag": "first_name", "max_attempts": 3, "params": {"seed": 7},
+            "messages": [{"channel": "sms", "template": "autumn-sms", "opening": "Hi {{first_name}}!",
+                          "personalize_with": ["city", "interest"]},
+                         {"channel": "email", "template": "autumn-email", "opening": "Hi {{first_name}},",
+                          "personalize_with": ["last_purchase"]}]}
+    with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(env["FACTORY_DATABASE_URL"]))
+        request.addfinalizer(client.close)
+        _setup(client)
+        segment = client.post("/v1/campaigns", json={**data.segment_campaign(), "messages": [
+            {"channel": "sms", "template": "autumn-sms-segment", "personalize_with": ["tier"]}]})
+        unseen = client.post("/v1/campaigns", json={**body, "messages": [
+            {"channel": "sms", "template": "autumn-sms", "personalize_with": ["last_purchase"]}]})
+        campaign, report = _run(client, body)
+        results = [json.loads(x) for x in client.get(f"/v1/jobs/{campaign['id']}/results").text.splitlines()]
+
+    assert segment.status_code == 422 and segment.json()["error"]["field"] == "messages[0].personalize_with"
+    assert unseen.status_code == 422 and "last_purchase" in unseen.json()["error"]["message"]
+    by_key = {r["id"]: r for r in rows}
+    named = {"sms": ("city", "interest"), "email": ("last_purchase",)}
+    used: dict[str, dict[str, int]] = {"sms": {}, "email": {}}
+    for x in results:
+        info = x["provenance"]["campaign"]
+        channel, row = info["channel"], by_key[x["key"]]
+        text = " ".join(x["fields"].values())
+        assert set(info["personalized"]) == set(named[channel])
+        for f in named[channel]:
+            mentioned = row[f] in text  # the fake generator writes the values as given
+            assert info["personalized"][f] is mentioned
+            used[channel][f] = used[channel].get(f, 0) + mentioned
+            if x["check_status"] == "passed":
+                assert mentioned, (f, text)
+        if x["check_status"] != "passed" and not all(row[f] in text for f in named[channel]):
+            assert {f"personalization:{f}" for f in named[channel] if row[f] not in text} <= set(x["failed_checks"])
+    depth = report["personalization_depth"]
+    assert set(depth) == {"sms.v1", "email.v1"}
+    assert depth["sms.v1"] == {f: round(used["sms"][f] / 24, 4) for f in ("city", "interest")}
+    assert depth["email.v1"] == {"last_purchase": round(used["email"]["last_purchase"] / 24, 4)}
+    first = report["personalization_depth_first_attempt"]
+    # About half the fake's first answers mention the values; regenerating raises the share.
+    assert 0 < first["email.v1"]["last_purchase"] < 1
+    assert depth["email.v1"]["last_purchase"] > first["email.v1"]["last_purchase"]
+    assert report["failed_checks_first_attempt"].get("personalization:last_purchase", 0) > 0

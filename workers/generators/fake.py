@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from workers.generators.base import GenerationRequest, GenerationResult, GeneratorInfo
 
 STALL_S = 3600.0
+MENTION = re.compile(r"Mention «[^\n]*»\.$")
+DATA = re.compile(r"«([^«»]*)»")
 CRASH_EXIT_CODE = 70
 
 
@@ -42,12 +45,15 @@ class FakeGenerator:
         pass
 
     @staticmethod
-    def _copy(tag: str) -> str:
+    def _copy(tag: str, mention: str | None = None) -> str:
         """A continuation of a prefilled answer (campaign copy): a short sentence that passes the
         checks, except for about one in five seeds, which leave a placeholder behind, so tests
-        see the check-and-regenerate path without a model."""
+        see the check-and-regenerate path without a model. Asked to mention customer details, it
+        does for about half of the seeds (the personalization check sees both outcomes)."""
         if int(tag[0], 16) < 3:
             return f"Fresh autumn deals on [Product] are here, ref {tag}."
+        if mention and int(tag[1], 16) < 8:
+            return f"Fresh autumn deals for {mention} are here, ref {tag}."
         return f"Fresh autumn deals on outdoor gear are here, ref {tag}."
 
     @classmethod
@@ -89,7 +95,14 @@ class FakeGenerator:
                 schema = json.loads(req.response_format.schema_json or '{"type": "object"}')
                 text = json.dumps(self._document(schema, tag), separators=(",", ":"))
             else:
-                text = self._copy(tag) if req.prefill is not None else f"[{tag}] {req.prompt[:60]}"
+                text = self._copy(tag, _mentioned(req)) if req.prefill is not None \
+                    else f"[{tag}] {req.prompt[:60]}"
             out.append(GenerationResult(text=text, prompt_tokens=len(req.prompt.split()),
                                         completion_tokens=len(text.split()), finish_reason="stop"))
         return out
+
+
+def _mentioned(req: GenerationRequest) -> str | None:
+    """The values a copy request asks to mention ("Mention «a» and «b»."), joined: None if none."""
+    found = MENTION.search(req.messages[-1].get("content", "")) if req.messages else None
+    return " and ".join(DATA.findall(found.group(0))) if found else None
