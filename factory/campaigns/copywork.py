@@ -56,7 +56,7 @@ def start(plan: CampaignPlan, item_id: str, request: Mapping[str, Any], brief: s
     message = plan.messages[int(request["message"])]
     merge = dict(request.get("merge") or {})
     return CopyWork(item_id=item_id, variant_id=str(request["variant_id"]), message=message, brief=brief,
-                    merge=merge, seed=seed, rules=plan.rules(message, merge, request.get("personalize")),
+                    merge=merge, seed=seed, rules=plan.rules(message, merge, request.get("personalize"), facts=brief),
                     todo=set(channel(message.channel).field_names))
 
 

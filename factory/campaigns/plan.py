@@ -86,9 +86,10 @@ class CampaignPlan(BaseModel):
         return [(f"{m.channel}.control", m) for m in self.messages if m.control]
 
     def rules(self, message: MessagePlan, merge_values: Mapping[str, Any],
-              personalize: Mapping[str, Any] | None = None) -> CheckRules:
+              personalize: Mapping[str, Any] | None = None, facts: str | None = None) -> CheckRules:
         """The checks for one copy; ``merge_values`` are the recipient's (or a segment's worst case),
-        ``personalize`` the recipient's values of the message's ``personalize_with`` fields."""
+        ``personalize`` the recipient's values of the message's ``personalize_with`` fields, ``facts`` the
+        copy's brief (numbers the copy may use; None: not checked)."""
         brand = self.brand.rules
         tags = frozenset(self.merge_tags)
         required: dict[str, list[str]] = {str(k): v for k, v in brand.required_phrases.items()}
@@ -101,5 +102,5 @@ class CampaignPlan(BaseModel):
             reading_grade_max=brand.reading_grade_max, merge_tags=tags,
             merge_worst={k: str(v) for k, v in merge_values.items()}, sms_max_segments=message.sms_max_segments,
             opening=opening, brand_name=brand.display_name,
-            personalize={k: str(v) for k, v in (personalize or {}).items()},
+            personalize={k: str(v) for k, v in (personalize or {}).items()}, facts=facts,
         )

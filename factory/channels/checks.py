@@ -29,6 +29,8 @@ _INSTRUCTION_ECHO = re.compile(
     r"|customer data|brief:|campaign:|customers?:)",
     re.IGNORECASE,
 )
+# A number as written: 20, 4.99, 1,200 (a percent or currency sign around it does not matter).
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 MIN_WORDS = {"line": 2, "prose": 3}
 LANGUAGE_MIN_WORDS = 4
 READING_MIN_WORDS = 12
@@ -52,6 +54,10 @@ class CheckRules:
     brand_name: str = ""
     # personalize_with: the recipient's value of each field the copy must use (personal.py).
     personalize: Mapping[str, str] = field(default_factory=dict)
+    # The text a copy's facts may come from (its brief: the campaign and the recipient's values). A
+    # number (a price, a percentage, a date) in the model's own words that the brief does not hold is
+    # invented. None: not checked (a human-written control).
+    facts: str | None = None
 
 
 def phrase_pattern(phrase: str) -> re.Pattern[str]:
@@ -107,6 +113,8 @@ def check_field(name: str, text: str, rules: CheckRules, truncated: bool = False
         failed.append("banned_phrase")
     if not rules.emoji_allowed and T.has_emoji(text):
         failed.append("emoji")
+    if rules.facts is not None and invented_numbers(text, rules):
+        failed.append("invented_number")
     if name == rules.channel.main:
         if any(p not in text for p in rules.required):
             failed.append("required_phrase")
@@ -114,6 +122,13 @@ def check_field(name: str, text: str, rules: CheckRules, truncated: bool = False
                 and T.reading_grade(own) > rules.reading_grade_max:
             failed.append("reading_level")
     return [f"{name}:{f}" for f in failed]
+
+
+def invented_numbers(text: str, rules: CheckRules) -> list[str]:
+    """Numbers in the model's own words (required phrases, the opening and merge tags taken out) that
+    its brief does not hold: "30% off" when the brief says 20%, "until May 5" when it gives no date."""
+    known = set(_NUMBER.findall(rules.facts or ""))
+    return [n for n in _NUMBER.findall(without_fixed_text(text, rules)) if n not in known]
 
 
 def _before_required(text: str, rules: CheckRules) -> str:

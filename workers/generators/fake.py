@@ -24,6 +24,7 @@ from workers.generators.base import GenerationRequest, GenerationResult, Generat
 STALL_S = 3600.0
 MENTION = re.compile(r"Mention «[^\n]*»\.$")
 DATA = re.compile(r"«([^«»]*)»")
+LETTERS = str.maketrans("0123456789", "ghijklmnop")
 CRASH_EXIT_CODE = 70
 
 
@@ -50,11 +51,12 @@ class FakeGenerator:
         checks, except for about one in five seeds, which leave a placeholder behind, so tests
         see the check-and-regenerate path without a model. Asked to mention customer details, it
         does for about half of the seeds (the personalization check sees both outcomes)."""
+        ref = tag.translate(LETTERS)  # no digits: a number the brief lacks is an invented fact
         if int(tag[0], 16) < 3:
-            return f"Fresh autumn deals on [Product] are here, ref {tag}."
+            return f"Fresh autumn deals on [Product] are here, ref {ref}."
         if mention and int(tag[1], 16) < 8:
-            return f"Fresh autumn deals for {mention} are here, ref {tag}."
-        return f"Fresh autumn deals on outdoor gear are here, ref {tag}."
+            return f"Fresh autumn deals for {mention} are here, ref {ref}."
+        return f"Fresh autumn deals on outdoor gear are here, ref {ref}."
 
     @classmethod
     def _document(cls, schema: dict[str, Any], tag: str) -> Any:
