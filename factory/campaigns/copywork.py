@@ -46,16 +46,28 @@ class CopyWork:
     passed_raw: bool | None = None
     copy: RepairedCopy | None = None
     failed: list[str] = field(default_factory=list)
+    unit_key: str = ""  # the recipient (or segment) the copy is for
+    message_index: int = 0
+    variant_index: int | None = None  # among its message's variants; None for a one-variant message
+    angle: str | None = None
 
     @property
     def done(self) -> bool:
         return not self.todo
 
 
-def start(plan: CampaignPlan, item_id: str, request: Mapping[str, Any], brief: str, seed: int) -> CopyWork:
-    message = plan.messages[int(request["message"])]
+def start(plan: CampaignPlan, item_id: str, request: Mapping[str, Any], brief: str, seed: int,
+          unit_key: str = "") -> CopyWork:
+    index = int(request["message"])
+    message = plan.messages[index]
     merge = dict(request.get("merge") or {})
-    return CopyWork(item_id=item_id, variant_id=str(request["variant_id"]), message=message, brief=brief,
+    variant_id = str(request["variant_id"])
+    siblings = [v for v in plan.variants if v.message == index]
+    position = next((n for n, v in enumerate(siblings) if v.variant_id == variant_id), None)
+    return CopyWork(item_id=item_id, variant_id=variant_id, message=message, brief=brief,
+                    unit_key=unit_key, message_index=index,
+                    variant_index=position if len(siblings) > 1 else None,
+                    angle=siblings[position].angle if position is not None else None,
                     merge=merge, seed=seed, rules=plan.rules(message, merge, request.get("personalize"), facts=brief),
                     todo=set(channel(message.channel).field_names))
 
@@ -66,8 +78,8 @@ def field_seed(work: CopyWork, name: str) -> int:
 
 
 def requests_for(plan: CampaignPlan, work: CopyWork) -> list[tuple[str, FieldRequest, int]]:
-    return [(name, field_request(plan, work.message, name, work.brief, work.merge, work.rules.personalize),
-             field_seed(work, name)) for name in sorted(work.todo)]
+    return [(name, field_request(plan, work.message, name, work.brief, work.merge, work.rules.personalize,
+                                 work.angle), field_seed(work, name)) for name in sorted(work.todo)]
 
 
 def request_fingerprints(plan: CampaignPlan, work: CopyWork) -> dict[str, str]:
@@ -78,7 +90,7 @@ def request_fingerprints(plan: CampaignPlan, work: CopyWork) -> dict[str, str]:
         return {structured_copy.COPY: structured_copy.request_fingerprint(cr), "schema": cr.schema_sha256}
     out = {}
     for name in channel(work.message.channel).field_names:
-        fr = field_request(plan, work.message, name, work.brief, work.merge, work.rules.personalize)
+        fr = field_request(plan, work.message, name, work.brief, work.merge, work.rules.personalize, work.angle)
         out[name] = sha256_text(canonical_json([list(fr.messages), fr.prefill, list(fr.stop), fr.max_new_tokens]))
     return out
 

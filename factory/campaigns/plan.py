@@ -51,6 +51,7 @@ class VariantPlan(BaseModel):
     variant_id: str  # stable across runs: "<channel>.v<n>"; a control is "<channel>.control"
     message: int
     channel: str
+    angle: str | None = None  # what this variant leads with, when its message has several (variants.py)
 
 
 class PinnedBrand(BaseModel):

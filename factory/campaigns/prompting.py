@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from factory.campaigns.plan import CampaignPlan, MessagePlan
+from factory.campaigns.variants import angle_instruction
 from factory.channels.specs import EXAMPLE_BRIEF, EXAMPLE_SEGMENT_BRIEF, FieldSpec, channel
 from factory.channels.text import MERGE_TAG, fill_merge_tags
 from factory.templates.sandbox import DATA_CLOSE, DATA_OPEN, one_line
@@ -86,10 +87,12 @@ def opening_for(plan: CampaignPlan, message: MessagePlan, merge_values: Mapping[
 
 
 def field_request(plan: CampaignPlan, message: MessagePlan, field: str, brief: str,
-                  merge_values: Mapping[str, Any], personalize: Mapping[str, str] | None = None) -> FieldRequest:
+                  merge_values: Mapping[str, Any], personalize: Mapping[str, str] | None = None,
+                  angle: str | None = None) -> FieldRequest:
     """One field's request. With ``personalize`` (the recipient's values of ``personalize_with``), the main
     field's instruction names the values to mention, and the worked example shows a copy that uses its own
-    customer's city and purchase."""
+    customer's city and purchase. With an ``angle`` (a variant of several), every field's instruction
+    asks for it (variants.py)."""
     spec = channel(message.channel).field(field)
     main = field == channel(message.channel).main
     opening = opening_for(plan, message, merge_values) if main else None
@@ -104,8 +107,10 @@ def field_request(plan: CampaignPlan, message: MessagePlan, field: str, brief: s
         example_prefill = prefill = spec.label
     instruction = spec.instruction
     example_instruction = instruction
+    if angle:
+        instruction = f"{instruction} {angle_instruction(angle)}"
     if personal and personalize:
-        example_instruction = f"{instruction} {mention(EXAMPLE_PERSONAL_VALUES)}"
+        example_instruction = f"{example_instruction} {mention(EXAMPLE_PERSONAL_VALUES)}"
         instruction = f"{instruction} {mention(personalize.values())}"
     example_brief = EXAMPLE_BRIEF if plan.mode == "recipient" else EXAMPLE_SEGMENT_BRIEF
     return FieldRequest(

@@ -6,12 +6,14 @@ show it live while the job runs; the finalize step stores the final one.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import combinations
 from typing import Any
 
 from factory.campaigns.plan import CampaignPlan
+from factory.campaigns.variants import TWIN_SIMILARITY, own_words, similarity
 from factory.channels.personal import CHECK
 from factory.db.base import utcnow
 from factory.db.models import Item, ItemState, Job
@@ -32,6 +34,8 @@ def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datet
              if plan.messages[v.message].personalize_with}
     depth: dict[str, Counter[str]] = {vid: Counter() for vid in named}
     depth_first: dict[str, Counter[str]] = {vid: Counter() for vid in named}
+    several = {i for i, m in enumerate(plan.messages) if m.variants > 1}
+    copies: dict[tuple[str, int], list[list[str]]] = defaultdict(list)
     passed = raw_passed = first_passed = requests = completion_tokens = 0
     for item in items:
         states[item.state.value] += 1
@@ -51,6 +55,11 @@ def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datet
         history = info.get("history") or []
         if history:
             failed_first.update(history[0].get("failed", []))
+        variant = plan.variants[item.variant]
+        if variant.message in several and item.fields:
+            merge = ((item.request or {}).get("campaign") or {}).get("merge") or {}
+            rules = plan.rules(plan.messages[variant.message], merge)
+            copies[(item.key, variant.message)].append(own_words(item.fields, rules))
         if vid in named:
             depth[vid]["copies"] += 1
             depth[vid].update(f for f, used in (info.get("personalized") or {}).items() if used)
@@ -82,8 +91,21 @@ def build_report(job: Job, plan: CampaignPlan, items: Iterable[Item], now: datet
         # as shipped and as the model wrote them at its first attempt (before any regeneration).
         "personalization_depth": _depth(depth, named),
         "personalization_depth_first_attempt": _depth(depth_first, named, copies=depth),
+        # Per channel with several variants: how alike a recipient's variants are (variants.py).
+        "variant_distinctness": _distinctness(plan, copies),
         "elapsed_s": round((end - job.created_at).total_seconds(), 1),
     }
+
+
+def _distinctness(plan: CampaignPlan, copies: dict[tuple[str, int], list[list[str]]]) -> dict[str, Any]:
+    pairs: dict[int, list[float]] = defaultdict(list)
+    for (_, message), words in copies.items():
+        pairs[message] += [similarity(a, b) for a, b in combinations(words, 2)]
+    return {plan.messages[m].channel: {
+        "pairs": len(sims), "mean_similarity": round(sum(sims) / len(sims), 4) if sims else None,
+        "max_similarity": round(max(sims), 4) if sims else None,
+        "twins": sum(s >= TWIN_SIMILARITY for s in sims), "threshold": TWIN_SIMILARITY,
+    } for m, sims in sorted(pairs.items())}
 
 
 def _depth(used: dict[str, Counter[str]], named: dict[str, list[str]],

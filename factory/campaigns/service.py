@@ -25,6 +25,7 @@ from factory.campaigns import audience as aud
 from factory.campaigns.plan import CAMPAIGN_KIND, CampaignPlan, MessagePlan, PinnedBrand, PinnedTemplate, VariantPlan
 from factory.campaigns.repository import CampaignRepository
 from factory.campaigns.schemas import AudienceSource, CampaignCreate, CampaignOut, MessageSpec, VariantOut
+from factory.campaigns.variants import angle_for
 from factory.channels.checks import check_copy
 from factory.channels.specs import channel
 from factory.channels.text import MERGE_TAG, normalise_merge_tags
@@ -221,7 +222,8 @@ def create_campaign(session: Session, settings: Settings, store: ObjectStore, te
 
     job_id = new_id("job")
     messages = [_message_plan(m, t) for m, t in zip(body.messages, templates, strict=True)]
-    variants = [VariantPlan(variant_id=f"{m.channel}.v{n}", message=i, channel=m.channel)
+    variants = [VariantPlan(variant_id=f"{m.channel}.v{n}", message=i, channel=m.channel,
+                            angle=angle_for(m.channel, n - 1, m.variants))
                 for i, m in enumerate(messages) for n in range(1, m.variants + 1)]
     if len(units) * len(variants) > settings.max_audience * settings.max_variants:
         raise InvalidInput("recipients (or segments) x variants is over the job size limit", field="messages")
@@ -273,7 +275,8 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
     writer = JobWriter(session, settings, tenant_id=tenant_id, kind=CAMPAIGN_KIND, model=model,
                        queue=settings.queue_for_model(model), params=dict(plan.sampling), seed=job_seed,
                        options={"campaign": plan.model_dump(mode="json")}, template=pinned,
-                       template_sha256=sha256_text(pinned), variants=len(plan.variants), job_id=job_id)
+                       template_sha256=sha256_text(pinned), variants=len(plan.variants), job_id=job_id,
+                       chunk_size=_unit_aligned(settings.chunk_size, len(plan.variants)))
     for unit, unit_briefs in zip(units, briefs, strict=True):
         for index, variant in enumerate(plan.variants):
             brief = unit_briefs[variant.message]
@@ -285,6 +288,12 @@ def _write_job(session: Session, settings: Settings, tenant_id: str, job_id: str
                                              "merge": unit.merge, **personalize}},
                        seed=derive_seed(job_seed, unit.key, index))
     return writer.job, writer.finish()
+
+
+def _unit_aligned(chunk_size: int, per_unit: int) -> int:
+    """The chunk size rounded up to whole units: a recipient's variants share a chunk, so the worker
+    can compare them (near-twin variants, variants.py)."""
+    return -(-chunk_size // per_unit) * per_unit
 
 
 def get_campaign(session: Session, tenant_id: str, job_id: str) -> tuple[Job, CampaignPlan]:

@@ -47,12 +47,13 @@ class JobWriter:
     def __init__(self, session: Session, settings: Settings, *, tenant_id: str, kind: str, model: str,
                  queue: str, params: dict[str, Any], seed: int, options: dict[str, Any] | None = None,
                  template: str = "", template_sha256: str = EMPTY_SHA256, system_prompt: str | None = None,
-                 variants: int = 1, job_id: str | None = None, flush_every: int = 2000) -> None:
+                 variants: int = 1, job_id: str | None = None, flush_every: int = 2000,
+                 chunk_size: int | None = None) -> None:
         self.session = session
         self.settings = settings
         self.repo = JobRepository(session)
         self.tenant_id = tenant_id
-        self.chunk_size = settings.chunk_size
+        self.chunk_size = chunk_size or settings.chunk_size
         self.flush_every = flush_every
         self.now = utcnow()
         self.job = Job(

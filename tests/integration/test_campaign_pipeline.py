@@ -256,3 +256,37 @@ def test_personalize_with_checks_each_copy_uses_the_named_fields_and_reports_dep
     assert 0 < first["email.v1"]["last_purchase"] < 1
     assert depth["email.v1"]["last_purchase"] > first["email.v1"]["last_purchase"]
     assert report["failed_checks_first_attempt"].get("personalization:last_purchase", 0) > 0
+
+
+def test_variants_get_their_own_angle_and_near_twins_are_refused(
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    rows = data.audience_rows()[:6]
+    audience = data.csv_bytes([{k: r[k] for k in ("id", "first_name", "city", "interest")} for r in rows])
+    body = {"name": "autumn-ab", "brand": "trailhead", "audience": data.inline(audience, key_column="id"),
+            "merge_tags": ["first_name"], "name_tag": "first_name", "max_attempts": 2, "params": {"seed": 7},
+            "messages": [{"channel": "sms", "template": "autumn-sms", "variants": 3, "opening": "Hi {{first_name}}!"}]}
+    with api_server(env, tmp_path / "api.log") as url, worker(env, tmp_path / "worker.log"):
+        client = httpx.Client(base_url=url, timeout=60, headers=auth_headers(env["FACTORY_DATABASE_URL"]))
+        request.addfinalizer(client.close)
+        _setup(client)
+        campaign, report = _run(client, body)
+        results = [json.loads(x) for x in client.get(f"/v1/jobs/{campaign['id']}/results").text.splitlines()]
+
+    # The fake generator writes one sentence whatever the angle: every later variant is a near-twin of the
+    # first, refused, regenerated once (max_attempts 2) and refused again; the first variant never is.
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for x in results:
+        by_variant.setdefault(x["provenance"]["campaign"]["variant_id"], []).append(x)
+    assert sorted(by_variant) == ["sms.v1", "sms.v2", "sms.v3"]
+    assert all("variant_twin" not in x["failed_checks"] for x in by_variant["sms.v1"])
+    for vid in ("sms.v2", "sms.v3"):
+        assert all("variant_twin" in x["failed_checks"] and x["check_status"] == "failed" for x in by_variant[vid])
+        assert all(x["provenance"]["campaign"]["attempts"] == 2 for x in by_variant[vid])
+    # Each variant asked its own angle: different requests for the same recipient.
+    for key in {x["key"] for x in results}:
+        shas = [x["provenance"]["campaign"]["request_sha256"]["text"] for x in results if x["key"] == key]
+        assert len(set(shas)) == 3
+    distinct = report["variant_distinctness"]["sms"]
+    assert distinct["pairs"] == 6 * 3 and distinct["twins"] == 18 and distinct["mean_similarity"] >= 0.7
+    assert report["failed_checks_final"]["variant_twin"] == 12

@@ -69,7 +69,7 @@ def test_parse_copy_hands_the_repairs_what_the_field_path_would() -> None:
 
 def test_json_campaign_asks_one_constrained_request_per_copy_and_still_checks_it() -> None:
     p = plan().model_copy(update={"generation": "json"})
-    job, items = job_and_items(p, units=5)
+    job, items = job_and_items(p, units=10)
     gen = RecordingFake()
     outcomes = CampaignHandler().run(gen, job, items)
 

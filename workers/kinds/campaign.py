@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from factory.campaigns import copywork, structured_copy
+from factory.campaigns import copywork, structured_copy, variants
 from factory.campaigns.finalize import write_report_and_exports
 from factory.campaigns.plan import CampaignPlan
 from factory.db.models import Item, Job
@@ -28,12 +28,13 @@ class CampaignHandler(KindHandler):
     def run(self, gen: Generator, job: Job, items: list[Item]) -> list[Outcome]:
         plan = CampaignPlan.model_validate(job.options["campaign"])
         works = [copywork.start(plan, item.id, item.request["campaign"] if item.request else {}, item.prompt,
-                                item.seed) for item in items]
-        for _attempt in range(plan.max_attempts):
+                                item.seed, item.key) for item in items]
+        for attempt in range(plan.max_attempts):
             pending = [w for w in works if not w.done]
             if not pending:
                 break
             self._attempt(gen, plan, pending)
+            variants.refuse_twins(works, last_attempt=attempt == plan.max_attempts - 1)
         return [self._outcome(plan, w) for w in works]
 
     def _attempt(self, gen: Generator, plan: CampaignPlan, works: list[copywork.CopyWork]) -> None:
